@@ -1,0 +1,211 @@
+"""The HTTP surface: builds the FastAPI application that serves a FastTaskAPI."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any
+
+from fastapi import FastAPI, Query, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from .auth import ApiKeyMiddleware
+from .brokers import Broker, JobEvent, create_broker
+from .errors import FastTaskError, InvalidInput, QueueFull
+from .jobs import JobRecord
+from .openapi import install_openapi
+from .params import RequestValidationFailed, read_params
+from .tasks import TaskDef
+
+if TYPE_CHECKING:
+    from .app import FastTaskAPI
+
+logger = logging.getLogger("fasttask")
+
+MAX_WAIT_S = 60.0
+SSE_KEEPALIVE_S = 15.0
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+def json_response(payload: Any, status_code: int = 200, headers: dict[str, str] | None = None) -> Response:
+    body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+    return Response(body, status_code, headers, media_type="application/json")
+
+
+def build_api(service: FastTaskAPI) -> FastAPI:
+    settings = service.settings
+    broker = create_broker(settings, service.tasks, service)
+    max_file_bytes = int(settings.max_file_mb * 1024 * 1024)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await broker.start()
+        try:
+            yield
+        finally:
+            await broker.close()
+
+    api = FastAPI(title=service.title, lifespan=lifespan)
+    api.state.broker = broker
+    if settings.api_key:
+        api.add_middleware(ApiKeyMiddleware, api_key=settings.api_key)
+    _install_error_handlers(api)
+
+    for task in service.tasks.values():
+        submit = _submit_route(broker, task, max_file_bytes)
+        for method in task.methods:  # one route per method keeps OpenAPI operation ids unique
+            api.add_api_route(
+                task.path,
+                submit,
+                methods=[method],
+                status_code=202,
+                name=task.name,
+                operation_id=f"{task.name}_{method.lower()}",
+                summary=(task.fn.__doc__ or task.name).strip().splitlines()[0],
+                response_class=JSONResponse,
+            )
+    for path, fn, methods in service.plain_endpoints:
+        api.add_api_route(path, fn, methods=methods)
+    _add_job_routes(api, broker)
+    install_openapi(api, service)
+    return api
+
+
+def _submit_route(
+    broker: Broker, task: TaskDef, max_file_bytes: int
+) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+    async def submit(request: Request) -> Response:
+        params = await read_params(request, task, max_file_bytes)
+        record = await broker.submit(task, params)
+        return json_response(record.to_json(), 202, {"Location": f"/jobs/{record.id}"})
+
+    return submit
+
+
+def _add_job_routes(api: FastAPI, broker: Broker) -> None:
+    @api.get("/jobs/{job_id}", tags=["jobs"], summary="A job; ?wait=S holds the answer until it ends")
+    async def get_job(job_id: str, wait: float = Query(0.0, ge=0.0, le=MAX_WAIT_S)) -> Response:
+        record = await (broker.wait(job_id, wait) if wait > 0 else broker.get(job_id))
+        return json_response(record.to_json())
+
+    @api.post("/jobs/{job_id}/cancel", tags=["jobs"], summary="Cancel a queued or running job")
+    async def cancel_job(job_id: str) -> Response:
+        return json_response((await broker.cancel(job_id)).to_json())
+
+    @api.get("/jobs/{job_id}/stream", tags=["jobs"], summary="Server-sent events: progress, output, end")
+    async def stream_job(job_id: str) -> StreamingResponse:
+        events = await broker.open_stream(job_id)
+        return StreamingResponse(_sse(events), media_type="text/event-stream", headers=SSE_HEADERS)
+
+    @api.get("/jobs/{job_id}/files/{index}", tags=["jobs"], summary="Download a file the job returned")
+    async def job_file(job_id: str, index: int) -> StreamingResponse:
+        media = await broker.result_file(job_id, index)
+        name = media.file_name.replace('"', "")
+        headers = {"Content-Length": str(media.size), "Content-Disposition": f'attachment; filename="{name}"'}
+        return StreamingResponse(media.iter_chunks(), media_type=media.content_type, headers=headers)
+
+    async def legacy_status(request: Request) -> Response:
+        job_id = request.query_params.get("job_id")
+        if job_id is None and request.method == "POST":
+            job_id = await _job_id_from_body(request)
+        if not job_id:
+            raise RequestValidationFailed([{"type": "missing", "loc": ["query", "job_id"], "msg": "Field required"}])
+        record: JobRecord = await broker.get(job_id)
+        return json_response(record.to_legacy_json(str(request.base_url)))
+
+    for method in ("GET", "POST"):
+        api.add_api_route(
+            "/status",
+            legacy_status,
+            methods=[method],
+            tags=["jobs"],
+            operation_id=f"legacy_status_{method.lower()}",
+            summary="A job in the FastTaskAPI 1.x shape (?job_id=)",
+        )
+
+    @api.get("/health", tags=["service"], summary="Liveness")
+    async def health() -> Response:
+        return json_response({"status": "ok"})
+
+    @api.get("/ready", tags=["service"], summary="Readiness: the queue backend is reachable")
+    async def ready() -> Response:
+        if await broker.ready():
+            return json_response({"status": "ready"})
+        return json_response({"detail": "the queue backend is not ready"}, 503)
+
+    @api.get("/queues", tags=["service"], summary="Queued and running jobs per task endpoint")
+    async def queues() -> Response:
+        return json_response({"queues": [info.to_json() for info in await broker.queues()]})
+
+
+async def _job_id_from_body(request: Request) -> str | None:
+    content_type = request.headers.get("content-type", "")
+    try:
+        if content_type.startswith("application/json"):
+            body = await request.json()
+            value = body.get("job_id") if isinstance(body, dict) else None
+        elif content_type.startswith(("application/x-www-form-urlencoded", "multipart/form-data")):
+            value = (await request.form()).get("job_id")
+        else:
+            return None
+    except ValueError:
+        raise InvalidInput("could not parse the request body") from None
+    return value if isinstance(value, str) else None
+
+
+async def _sse(events: AsyncIterator[JobEvent]) -> AsyncIterator[str]:
+    """Format events as SSE, with a comment line when nothing happened for a while to keep proxies open."""
+    pending: asyncio.Future[JobEvent] | None = None
+    try:
+        while True:
+            if pending is None:
+                pending = asyncio.ensure_future(anext(events))
+            done, _ = await asyncio.wait({pending}, timeout=SSE_KEEPALIVE_S)
+            if not done:
+                yield ": keep-alive\n\n"
+                continue
+            try:
+                event = pending.result()
+            except StopAsyncIteration:
+                return
+            pending = None
+            data = json.dumps(event.data, separators=(",", ":"), ensure_ascii=False)
+            yield f"event: {event.kind}\ndata: {data}\n\n"
+            if event.kind == "end":
+                return
+    finally:
+        if pending is not None:
+            pending.cancel()
+
+
+def _install_error_handlers(api: FastAPI) -> None:
+    async def fasttask_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, FastTaskError)
+        headers = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, QueueFull) else None
+        return json_response({"detail": exc.detail}, exc.status_code, headers)
+
+    async def validation_failed(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationFailed)
+        return json_response({"detail": exc.errors}, 422)
+
+    async def request_validation(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        return JSONResponse({"detail": jsonable_encoder(_field_errors(exc.errors()))}, 422)
+
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        logger.exception("unhandled error on %s %s", request.method, request.url.path)
+        return json_response({"detail": "internal server error"}, 500)
+
+    api.add_exception_handler(FastTaskError, fasttask_error)
+    api.add_exception_handler(RequestValidationFailed, validation_failed)
+    api.add_exception_handler(RequestValidationError, request_validation)
+    api.add_exception_handler(Exception, unexpected)
+
+
+def _field_errors(errors: Any) -> list[dict[str, Any]]:
+    return [{k: v for k, v in error.items() if k in ("type", "loc", "msg", "input")} for error in errors]

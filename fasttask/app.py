@@ -1,0 +1,161 @@
+"""FastTaskAPI: the object a service author decorates, and what serves it."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import typing
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from starlette.types import Receive, Scope, Send
+
+from .errors import ConfigError
+from .progress import JobProgress
+from .settings import Settings
+from .tasks import DEFAULT_QUEUE_SIZE, DEFAULT_RESULT_TTL_S, TaskDef, is_progress_parameter
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class FastTaskAPI:
+    """A job service: task endpoints that answer with a job at once, run it, and keep its result.
+
+    Settings come from FTAPI_* environment variables; keyword arguments override them
+    (`FastTaskAPI(queue="local", concurrency=2)`). The object is an ASGI app: `uvicorn module:app` works.
+    """
+
+    def __init__(self, title: str = "fasttask", *, settings: Settings | None = None, **overrides: Any) -> None:
+        self.title = title
+        base = settings if settings is not None else Settings.from_env()
+        self.settings = base.replace(**overrides) if overrides else base
+        self.tasks: dict[str, TaskDef] = {}
+        self.plain_endpoints: list[tuple[str, Callable[..., Any], list[str]]] = []
+        self._setup_hooks: list[Callable[[], Any]] = []
+        self._setup_done = False
+        self._setup_lock: asyncio.Lock | None = None
+        self._asgi: FastAPI | None = None
+
+    # -- declaring ---------------------------------------------------------------------------------
+    def task_endpoint(
+        self,
+        path: str,
+        queue_size: int = DEFAULT_QUEUE_SIZE,
+        timeout: float | None = None,
+        retries: int = 0,
+        result_ttl: float = DEFAULT_RESULT_TTL_S,
+        methods: Sequence[str] = ("POST",),
+    ) -> Callable[[F], F]:
+        """Serve `fn` at `path` as a job: a call answers 202 with the job, which runs in the background."""
+
+        def register(fn: F) -> F:
+            if path in self.tasks or any(p == path for p, _, _ in self.plain_endpoints):
+                raise ConfigError(f"path {path} is registered twice")
+            self._check_not_built()
+            verbs = tuple(m.upper() for m in methods)
+            self.tasks[path] = TaskDef(path, fn, queue_size, timeout, retries, result_ttl, verbs)
+            return fn
+
+        return register
+
+    def endpoint(self, path: str, methods: Sequence[str] = ("POST",)) -> Callable[[F], F]:
+        """Serve `fn` at `path` directly: no job, the answer is its return value."""
+
+        def register(fn: F) -> F:
+            if path in self.tasks or any(p == path for p, _, _ in self.plain_endpoints):
+                raise ConfigError(f"path {path} is registered twice")
+            self._check_not_built()
+            self.plain_endpoints.append((path, _without_progress(fn), [m.upper() for m in methods]))
+            return fn
+
+        return register
+
+    # FastTaskAPI 1.x spellings
+    def post(self, path: str, queue_size: int = DEFAULT_QUEUE_SIZE, **options: Any) -> Callable[[F], F]:
+        return self.task_endpoint(path, queue_size, methods=("POST",), **options)
+
+    def get(self, path: str, queue_size: int = DEFAULT_QUEUE_SIZE, **options: Any) -> Callable[[F], F]:
+        return self.task_endpoint(path, queue_size, methods=("GET",), **options)
+
+    def setup(self, fn: F) -> F:
+        """Register a function that runs once in each process that executes jobs, before its first job.
+
+        Load models here: API-only processes never run it, so they stay light and start fast.
+        """
+        self._setup_hooks.append(fn)
+        return fn
+
+    async def run_setup_hooks(self) -> None:
+        """Run the setup hooks once per process; sync hooks run in a thread so the server stays live."""
+        if self._setup_lock is None:
+            self._setup_lock = asyncio.Lock()
+        async with self._setup_lock:
+            if self._setup_done:
+                return
+            for hook in self._setup_hooks:
+                if inspect.iscoroutinefunction(hook):
+                    await hook()
+                else:
+                    await asyncio.to_thread(hook)
+            self._setup_done = True
+
+    # -- serving -----------------------------------------------------------------------------------
+    @property
+    def asgi(self) -> FastAPI:
+        """The FastAPI application serving this service, built on first use."""
+        if self._asgi is None:
+            from .api import build_api
+
+            self._asgi = build_api(self)
+        return self._asgi
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.asgi(scope, receive, send)
+
+    def start(self, host: str | None = None, port: int | None = None) -> None:
+        """Serve per the settings: an HTTP server, or (FTAPI_BACKEND=runpod) a runpod serverless worker."""
+        if self.settings.backend == "runpod":
+            raise ConfigError("FTAPI_BACKEND=runpod is not available in this version of fasttask")
+        import uvicorn
+
+        uvicorn.run(self, host=host or self.settings.host, port=port or self.settings.port, log_level="info")
+
+    def _check_not_built(self) -> None:
+        if self._asgi is not None:
+            raise ConfigError("endpoints must be declared before the app starts serving")
+
+
+def _without_progress(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """A plain endpoint may ask for `job_progress` too; it gets one that reports nowhere."""
+    signature = inspect.signature(fn)
+    try:
+        hints = typing.get_type_hints(fn)
+    except Exception as exc:
+        raise ConfigError(f"cannot resolve the type hints of {fn.__qualname__}: {exc}") from exc
+    names = [n for n in signature.parameters if is_progress_parameter(n, hints.get(n))]
+    if not names:
+        return fn
+    kept = [p for n, p in signature.parameters.items() if n not in names]
+
+    if inspect.iscoroutinefunction(fn):
+
+        @functools.wraps(fn)
+        async def call_async(*args: Any, **kwargs: Any) -> Any:
+            return await fn(*args, **kwargs, **{n: JobProgress() for n in names})
+
+        call_async.__signature__ = signature.replace(parameters=kept)  # type: ignore[attr-defined]
+        return call_async
+
+    @functools.wraps(fn)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return fn(*args, **kwargs, **{n: JobProgress() for n in names})
+
+    call.__signature__ = signature.replace(parameters=kept)  # type: ignore[attr-defined]
+    return call
+
+
+__all__ = ["FastTaskAPI"]

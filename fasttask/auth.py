@@ -1,0 +1,49 @@
+"""API-key authentication (FTAPI_API_KEY): every route but the probes needs the key."""
+
+from __future__ import annotations
+
+import hmac
+import json
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+OPEN_PATHS = frozenset({"/health", "/ready"})
+"""Probes stay open so that orchestrators need no secret to check the process."""
+
+
+class ApiKeyMiddleware:
+    """Refuses requests without `Authorization: Bearer <key>` or `X-API-Key: <key>` with 401."""
+
+    def __init__(self, app: ASGIApp, api_key: str) -> None:
+        self.app = app
+        self._key = api_key.encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in OPEN_PATHS or self._authorized(scope):
+            await self.app(scope, receive, send)
+            return
+        body = json.dumps({"detail": "missing or wrong API key: send 'Authorization: Bearer <key>'"}).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 401,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"www-authenticate", b"Bearer"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    def _authorized(self, scope: Scope) -> bool:
+        presented = b""
+        for name, value in scope["headers"]:
+            if name == b"authorization" and value[:7].lower() == b"bearer ":
+                presented = value[7:].strip()
+                break
+            if name == b"x-api-key":
+                presented = value.strip()
+                break
+        # compare_digest takes the same time wherever the first difference is
+        return hmac.compare_digest(presented, self._key)

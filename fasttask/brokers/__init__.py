@@ -1,0 +1,25 @@
+"""Queue backends. HTTP routes talk only to the `Broker` seam; each backend is one implementation."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from ..errors import ConfigError
+from ..settings import Settings
+from ..tasks import TaskDef
+from .base import Broker, JobEvent, QueueInfo
+
+if TYPE_CHECKING:
+    from ..app import FastTaskAPI
+
+__all__ = ["Broker", "JobEvent", "QueueInfo", "create_broker"]
+
+
+def create_broker(settings: Settings, tasks: Mapping[str, TaskDef], app: FastTaskAPI) -> Broker:
+    """The broker FTAPI_QUEUE asks for."""
+    if settings.queue == "local":
+        from .local import LocalBroker
+
+        return LocalBroker(tasks, settings, app.run_setup_hooks)
+    raise ConfigError(f"FTAPI_QUEUE={settings.queue} is not available in this version")

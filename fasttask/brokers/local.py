@@ -1,0 +1,288 @@
+"""The embedded queue: jobs wait in memory and run in this process, a bounded number at once."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import threading
+from collections import Counter, deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import JobAlreadyFinal, JobCancelled, JobNotFound, QueueFull
+from ..execution import error_info, run_async, run_sync
+from ..files import MediaFile, close_files
+from ..jobs import JobRecord, JobStatus, new_job_id, utcnow
+from ..progress import JobProgress
+from ..settings import Settings
+from ..tasks import TaskDef, TaskKind
+from .base import Broker, JobEvent, QueueInfo
+
+DEFAULT_CONCURRENCY = 4
+
+
+@dataclass(eq=False)
+class _LocalJob:
+    record: JobRecord
+    task: TaskDef
+    params: dict[str, Any]
+    stop: threading.Event = field(default_factory=threading.Event)
+    outputs: list[Any] = field(default_factory=list)
+    files: list[MediaFile] = field(default_factory=list)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+    runner: asyncio.Task[None] | None = None
+    timer: asyncio.TimerHandle | None = None
+    pending_progress: tuple[float, str | None] | None = None
+
+
+class LocalBroker(Broker):
+    """Runs jobs in this process: sync tasks on a fixed pool of threads, async tasks on the event loop.
+
+    At most `concurrency` jobs run at once, whatever their kind; the rest wait in arrival order, at most
+    `queue_size` per endpoint.
+    """
+
+    def __init__(
+        self,
+        tasks: Mapping[str, TaskDef],
+        settings: Settings,
+        setup: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        self._tasks = tasks
+        self._settings = settings
+        self._setup = setup
+        self._concurrency = settings.concurrency or DEFAULT_CONCURRENCY
+        self._jobs: dict[str, _LocalJob] = {}
+        self._waiting: deque[_LocalJob] = deque()
+        self._waiting_count: Counter[str] = Counter()
+        self._running_count: Counter[str] = Counter()
+        self._free_slots = self._concurrency
+        self._executor: ThreadPoolExecutor | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._ready = False
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        # A fixed pool: threads are made as needed up to the limit and reused, never one per job.
+        self._executor = ThreadPoolExecutor(self._concurrency, thread_name_prefix="fasttask-job")
+        if self._setup is not None:
+            await self._setup()
+        self._ready = True
+
+    async def close(self) -> None:
+        self._ready = False
+        for job in list(self._jobs.values()):
+            job.stop.set()
+            if job.timer is not None:
+                job.timer.cancel()
+            if job.runner is not None:
+                job.runner.cancel()
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+        for job_id in list(self._jobs):
+            self._purge(job_id)
+
+    async def ready(self) -> bool:
+        return self._ready
+
+    # -- jobs --------------------------------------------------------------------------------------
+    async def submit(self, task: TaskDef, params: dict[str, Any]) -> JobRecord:
+        job = _LocalJob(JobRecord(new_job_id(), task.path), task, params)
+        if self._free_slots > 0 and not self._waiting:
+            self._jobs[job.record.id] = job
+            self._begin(job)
+        else:
+            if self._waiting_count[task.path] >= task.queue_size:
+                raise QueueFull(task.path, task.queue_size)
+            self._jobs[job.record.id] = job
+            self._waiting.append(job)
+            self._waiting_count[task.path] += 1
+        return job.record
+
+    async def get(self, job_id: str) -> JobRecord:
+        return self._job(job_id).record
+
+    async def wait(self, job_id: str, timeout_s: float) -> JobRecord:
+        job = self._job(job_id)
+        if not job.record.status.is_final and timeout_s > 0:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(job.done.wait(), timeout_s)
+        return job.record
+
+    async def cancel(self, job_id: str) -> JobRecord:
+        job = self._job(job_id)
+        record = job.record
+        if record.status.is_final:
+            raise JobAlreadyFinal(f"job {job_id} already ended with status {record.status.value}")
+        if record.status is JobStatus.QUEUED:
+            self._waiting_count[record.endpoint] -= 1  # the dispatcher skips it when it comes up
+        self._stop(job, JobStatus.CANCELLED, None)
+        return record
+
+    async def open_stream(self, job_id: str) -> AsyncIterator[JobEvent]:
+        return self._events(self._job(job_id))
+
+    async def result_file(self, job_id: str, index: int) -> MediaFile:
+        job = self._job(job_id)
+        if not 0 <= index < len(job.files):
+            raise JobNotFound(f"{job_id}/files/{index}")
+        return job.files[index]
+
+    async def queues(self) -> list[QueueInfo]:
+        worker = {"name": f"embedded-{os.getpid()}", "concurrency": self._concurrency}
+        return [
+            QueueInfo(path, self._waiting_count[path], self._running_count[path], task.queue_size, [worker])
+            for path, task in self._tasks.items()
+        ]
+
+    # -- internals ---------------------------------------------------------------------------------
+    def _job(self, job_id: str) -> _LocalJob:
+        try:
+            return self._jobs[job_id]
+        except KeyError:
+            raise JobNotFound(job_id) from None
+
+    def _begin(self, job: _LocalJob) -> None:
+        loop = self._running_loop()
+        self._free_slots -= 1
+        self._running_count[job.task.path] += 1
+        job.record.status = JobStatus.RUNNING
+        job.record.started_at = utcnow()
+        if job.task.timeout_s is not None:
+            job.timer = loop.call_later(job.task.timeout_s, self._on_timeout, job)
+        job.runner = loop.create_task(self._run(job))
+        self._notify(job)
+
+    def _dispatch(self) -> None:
+        while self._free_slots > 0 and self._waiting:
+            job = self._waiting.popleft()
+            if job.record.status is JobStatus.QUEUED:  # cancelled ones stay in the deque until here
+                self._waiting_count[job.task.path] -= 1
+                self._begin(job)
+
+    async def _run(self, job: _LocalJob) -> None:
+        task = job.task
+        attempts = 0
+        try:
+            while True:
+                attempts += 1
+                try:
+                    result = await self._execute(job)
+                except (JobCancelled, asyncio.CancelledError):
+                    return  # the job was already marked cancelled or timed out
+                except Exception as exc:
+                    if attempts <= task.retries and not job.stop.is_set():
+                        continue
+                    self._finish(job, JobStatus.FAILED, None, error_info(exc, self._settings.debug))
+                    return
+                self._finish(job, JobStatus.FINISHED, result, None)
+                return
+        finally:
+            # The slot frees only when the code really stopped: a cancelled sync task keeps its thread.
+            self._free_slots += 1
+            self._running_count[task.path] -= 1
+            self._dispatch()
+
+    async def _execute(self, job: _LocalJob) -> Any:
+        loop = self._running_loop()
+        progress = JobProgress(job.record.id, lambda p, m: self._report(job, p, m), job.stop)
+
+        def store_file(media: MediaFile) -> dict[str, Any]:
+            job.files.append(media)
+            url = f"/jobs/{job.record.id}/files/{len(job.files) - 1}"
+            return {"file_name": media.file_name, "content_type": media.content_type, "size": media.size, "url": url}
+
+        def on_output(value: Any) -> None:
+            loop.call_soon_threadsafe(self._add_output, job, value)
+
+        if job.task.kind in (TaskKind.ASYNC, TaskKind.ASYNC_GENERATOR):
+            return await run_async(job.task, job.params, progress, store_file, on_output)
+        return await loop.run_in_executor(
+            self._executor, run_sync, job.task, job.params, progress, store_file, on_output
+        )
+
+    def _report(self, job: _LocalJob, progress: float, message: str | None) -> None:
+        """Called from the task's thread: coalesce reports so a tight loop cannot flood the event loop."""
+        first = job.pending_progress is None
+        job.pending_progress = (progress, message)
+        if first:
+            self._running_loop().call_soon_threadsafe(self._apply_progress, job)
+
+    def _apply_progress(self, job: _LocalJob) -> None:
+        pending, job.pending_progress = job.pending_progress, None
+        if pending is None or job.record.status is not JobStatus.RUNNING:
+            return
+        job.record.progress, job.record.message = pending
+        self._notify(job)
+
+    def _add_output(self, job: _LocalJob, value: Any) -> None:
+        if job.record.status is JobStatus.RUNNING:
+            job.outputs.append(value)
+            self._notify(job)
+
+    def _on_timeout(self, job: _LocalJob) -> None:
+        message = f"job ran longer than its timeout of {job.task.timeout_s:g} s"
+        self._stop(job, JobStatus.TIMEOUT, {"type": "TimeoutError", "message": message})
+
+    def _stop(self, job: _LocalJob, status: JobStatus, error: dict[str, str] | None) -> None:
+        job.stop.set()
+        self._finish(job, status, None, error)
+        if job.runner is not None and job.task.kind in (TaskKind.ASYNC, TaskKind.ASYNC_GENERATOR):
+            job.runner.cancel()
+
+    def _finish(self, job: _LocalJob, status: JobStatus, result: Any, error: dict[str, str] | None) -> None:
+        record = job.record
+        if record.status.is_final:
+            return  # a late result of a cancelled or timed-out job is discarded
+        self._apply_progress(job)
+        record.status = status
+        record.finished_at = utcnow()
+        record.result = result
+        record.error = error
+        if status is JobStatus.FINISHED:
+            record.progress = 1.0
+        if job.timer is not None:
+            job.timer.cancel()
+        close_files(job.params.values(), keep=job.files)
+        job.params = {}
+        job.done.set()
+        self._notify(job)
+        self._running_loop().call_later(job.task.result_ttl_s, self._purge, record.id)
+
+    def _purge(self, job_id: str) -> None:
+        job = self._jobs.pop(job_id, None)
+        if job is not None:
+            close_files(job.params.values())
+            close_files(job.files)
+
+    def _notify(self, job: _LocalJob) -> None:
+        job.changed.set()
+        job.changed = asyncio.Event()
+
+    async def _events(self, job: _LocalJob) -> AsyncIterator[JobEvent]:
+        sent_outputs = 0
+        last: tuple[Any, ...] | None = None
+        while True:
+            changed = job.changed
+            while sent_outputs < len(job.outputs):
+                yield JobEvent("output", job.outputs[sent_outputs])
+                sent_outputs += 1
+            record = job.record
+            if record.status.is_final:
+                yield JobEvent("end", record.to_json())
+                return
+            state = (record.status, record.progress, record.message)
+            if state != last:
+                last = state
+                yield JobEvent("progress", record.to_json())
+            await changed.wait()
+
+    def _running_loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            raise RuntimeError("the broker was not started")
+        return self._loop

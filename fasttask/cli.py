@@ -1,0 +1,62 @@
+"""The `fasttask` command."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from collections.abc import Sequence
+
+from .app import FastTaskAPI
+from .errors import ConfigError
+
+
+def load_app(target: str) -> FastTaskAPI:
+    """Import `module:attribute` (the current directory is importable, as for uvicorn)."""
+    module_name, _, attribute = target.partition(":")
+    if not module_name or not attribute:
+        raise ConfigError(f"expected MODULE:APP, got {target!r}")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    module = importlib.import_module(module_name)
+    app = getattr(module, attribute, None)
+    if not isinstance(app, FastTaskAPI):
+        raise ConfigError(f"{target} is not a FastTaskAPI (found {type(app).__name__})")
+    return app
+
+
+def serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    app = load_app(args.app)
+    host = args.host or app.settings.host
+    port = args.port or app.settings.port
+    uvicorn.run(app, host=host, port=port, access_log=args.access_log, log_level=args.log_level)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fasttask", description="Serve and run fasttask apps.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve_cmd = commands.add_parser("serve", help="run an API process (uvicorn); the local queue runs jobs too")
+    serve_cmd.add_argument("app", help="MODULE:APP, e.g. service:app")
+    serve_cmd.add_argument("--host", default=None, help="bind address (default FTAPI_HOST or 127.0.0.1)")
+    serve_cmd.add_argument("--port", type=int, default=None, help="port (default FTAPI_PORT or 8000)")
+    serve_cmd.add_argument("--access-log", action="store_true", help="log every request")
+    serve_cmd.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve_cmd.set_defaults(handler=serve)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except ConfigError as exc:
+        print(f"fasttask: {exc.detail}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,81 @@
+"""Errors fasttask raises; each carries the HTTP status it maps to.
+
+* FastTaskError
+  x InvalidInput 422        x JobNotFound 404       x JobAlreadyFinal 409
+  x QueueFull 429 (+Retry-After)                    x PayloadTooLarge 413
+  x Unauthorized 401        x BackendUnavailable 503
+  x ConfigError (start-up only)
+* JobCancelled (raised inside a task whose job was cancelled or timed out)
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class FastTaskError(Exception):
+    """Base class for all fasttask errors."""
+
+    status_code: ClassVar[int] = 500
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class InvalidInput(FastTaskError):
+    """Raised when a request's parameters cannot be turned into a task call."""
+
+    status_code = 422
+
+
+class JobNotFound(FastTaskError):
+    """Raised when a job id is unknown or its record has expired."""
+
+    status_code = 404
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"job {job_id!r} not found (unknown, or expired after its result_ttl)")
+        self.job_id = job_id
+
+
+class JobAlreadyFinal(FastTaskError):
+    """Raised when a job that already ended is cancelled."""
+
+    status_code = 409
+
+
+class QueueFull(FastTaskError):
+    """Raised when an endpoint already holds `queue_size` jobs waiting to start."""
+
+    status_code = 429
+
+    def __init__(self, endpoint: str, queue_size: int, retry_after_s: int = 1) -> None:
+        super().__init__(f"queue of {endpoint} is full ({queue_size} jobs waiting); retry later")
+        self.retry_after_s = retry_after_s
+
+
+class PayloadTooLarge(FastTaskError):
+    """Raised when an upload or a download exceeds FTAPI_MAX_FILE_MB."""
+
+    status_code = 413
+
+
+class Unauthorized(FastTaskError):
+    """Raised when FTAPI_API_KEY is set and a request does not carry it."""
+
+    status_code = 401
+
+
+class BackendUnavailable(FastTaskError):
+    """Raised when the queue backend (Redis) cannot be reached."""
+
+    status_code = 503
+
+
+class ConfigError(FastTaskError):
+    """Raised at start-up when settings or task definitions are invalid."""
+
+
+class JobCancelled(Exception):
+    """Raised inside a running task by `JobProgress.set_status` once its job was cancelled or timed out."""

@@ -1,0 +1,247 @@
+"""File parameters and results: MediaFile and its typed kinds.
+
+A file's bytes live in a spooled temporary file: small ones in memory, larger ones on disk.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import mimetypes
+import re
+import shutil
+import tempfile
+from collections.abc import Collection, Iterable, Iterator
+from pathlib import Path
+from typing import IO, Any, BinaryIO
+
+from pydantic import GetCoreSchemaHandler, GetJsonSchemaHandler
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import PydanticCustomError, core_schema
+
+from .errors import PayloadTooLarge
+
+SPOOL_IN_MEMORY_BYTES = 1024 * 1024
+"""Files up to this size stay in memory; larger ones go to a temporary file on disk."""
+
+CHUNK_BYTES = 64 * 1024
+
+_DATA_URI = re.compile(r"^data:(?P<type>[\w.+-]+/[\w.+-]+)?(?:;[^,]*)?;base64,", re.IGNORECASE)
+_BASE64_CHARS = re.compile(r"^[A-Za-z0-9+/=_\-\s]*$")
+
+
+class MediaFile:
+    """A file given to or returned by a task."""
+
+    default_content_type = "application/octet-stream"
+
+    def __init__(self, file_name: str | None = None, content_type: str | None = None) -> None:
+        self.file_name = file_name or "file"
+        self.content_type = content_type or _guess_type(self.file_name) or self.default_content_type
+        # closed by close(), by the broker once the job's files are no longer needed
+        self._buffer: tempfile.SpooledTemporaryFile[bytes] = tempfile.SpooledTemporaryFile(  # noqa: SIM115
+            max_size=SPOOL_IN_MEMORY_BYTES
+        )
+        self._size = 0
+
+    # -- building -----------------------------------------------------------------------------------
+    @classmethod
+    def from_bytes(cls, data: bytes, file_name: str | None = None, content_type: str | None = None) -> MediaFile:
+        media = cls(file_name, content_type)
+        media.write(data)
+        return media
+
+    @classmethod
+    def from_file(cls, path: str | Path, content_type: str | None = None) -> MediaFile:
+        """Read a file from the local disk (for tasks; never from request input)."""
+        source = Path(path)
+        media = cls(source.name, content_type)
+        with source.open("rb") as handle:
+            media.write_stream(handle)
+        return media
+
+    @classmethod
+    def from_stream(
+        cls,
+        stream: IO[bytes],
+        file_name: str | None = None,
+        content_type: str | None = None,
+        max_bytes: int | None = None,
+    ) -> MediaFile:
+        media = cls(file_name, content_type)
+        media.write_stream(stream, max_bytes)
+        return media
+
+    @classmethod
+    def from_base64(
+        cls,
+        text: str,
+        file_name: str | None = None,
+        content_type: str | None = None,
+        max_bytes: int | None = None,
+    ) -> MediaFile:
+        """Decode plain base64 or a `data:<type>;base64,` URI."""
+        match = _DATA_URI.match(text)
+        if match:
+            content_type = content_type or match.group("type")
+            text = text[match.end() :]
+        if max_bytes is not None and len(text) * 3 // 4 > max_bytes + 3:
+            raise PayloadTooLarge(f"file is larger than {max_bytes // (1024 * 1024)} MB")
+        compact = "".join(text.split())
+        if not compact or not _BASE64_CHARS.match(compact):
+            raise ValueError("not a base64 string or data URI")
+        try:
+            altchars = b"-_" if ("-" in compact or "_" in compact) else None
+            data = base64.b64decode(compact + "=" * (-len(compact) % 4), altchars=altchars, validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError("not a valid base64 string") from None
+        return cls.from_bytes(data, file_name, content_type)
+
+    def write(self, data: bytes) -> None:
+        self._buffer.write(data)
+        self._size += len(data)
+
+    def write_stream(self, stream: IO[bytes], max_bytes: int | None = None) -> None:
+        while chunk := stream.read(CHUNK_BYTES):
+            if max_bytes is not None and self._size + len(chunk) > max_bytes:
+                raise PayloadTooLarge(f"file is larger than {max_bytes // (1024 * 1024)} MB")
+            self.write(chunk)
+
+    # -- reading ------------------------------------------------------------------------------------
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def open(self) -> BinaryIO:
+        """A binary stream over the content, from its start. Each call gives an independent reader."""
+        self._buffer.flush()
+        self._buffer.seek(0)
+        if self._buffer._rolled:  # type: ignore[attr-defined]  # on disk: reopen, so readers don't share a position
+            return open(self._buffer.name, "rb")
+        return io.BytesIO(self._buffer.read())
+
+    def iter_chunks(self, chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytes]:
+        with self.open() as stream:
+            while chunk := stream.read(chunk_bytes):
+                yield chunk
+
+    def to_bytes(self) -> bytes:
+        with self.open() as stream:
+            return stream.read()
+
+    def to_base64(self) -> str:
+        return base64.b64encode(self.to_bytes()).decode("ascii")
+
+    def save(self, path: str | Path) -> Path:
+        """Write the content to `path` (a directory gets the file's own name) and return the file's path."""
+        target = Path(path)
+        if target.is_dir():
+            target = target / Path(self.file_name).name
+        with self.open() as source, target.open("wb") as sink:
+            shutil.copyfileobj(source, sink, CHUNK_BYTES)
+        return target
+
+    def close(self) -> None:
+        self._buffer.close()
+
+    def __repr__(self) -> str:
+        kind = type(self).__name__
+        return f"{kind}(file_name={self.file_name!r}, content_type={self.content_type!r}, size={self.size})"
+
+    # -- pydantic -----------------------------------------------------------------------------------
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
+        return core_schema.with_info_plain_validator_function(cls._validate)
+
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        kind = cls.__name__
+        return {
+            "title": kind,
+            "description": f"{kind}: a multipart upload, a base64 string or data URI, "
+            "or {file_name, content_type, content: <base64>}",
+            "anyOf": [
+                {"type": "string", "format": "binary"},
+                {"type": "string", "description": "base64 or data URI"},
+                {
+                    "type": "object",
+                    "properties": {
+                        "file_name": {"type": "string"},
+                        "content_type": {"type": "string"},
+                        "content": {"type": "string", "description": "base64"},
+                    },
+                    "required": ["content"],
+                },
+            ],
+        }
+
+    @classmethod
+    def _validate(cls, value: Any, info: core_schema.ValidationInfo) -> MediaFile:
+        context = info.context if isinstance(info.context, dict) else {}
+        max_bytes = context.get("max_file_bytes")
+        try:
+            if isinstance(value, MediaFile):
+                if isinstance(value, cls):
+                    return value
+                return cls._adopt(value)
+            if isinstance(value, bytes | bytearray):
+                if max_bytes is not None and len(value) > max_bytes:
+                    raise PayloadTooLarge(f"file is larger than {max_bytes // (1024 * 1024)} MB")
+                return cls.from_bytes(bytes(value))
+            if isinstance(value, str):
+                if value.startswith(("http://", "https://")):
+                    raise ValueError("URL inputs are not supported by this server; send the file's content")
+                return cls.from_base64(value, max_bytes=max_bytes)
+            if isinstance(value, dict) and isinstance(value.get("content"), str):
+                return cls.from_base64(
+                    value["content"], value.get("file_name"), value.get("content_type"), max_bytes=max_bytes
+                )
+        except ValueError as exc:
+            raise PydanticCustomError("file_parsing", "{reason}", {"reason": str(exc)}) from None
+        raise PydanticCustomError(
+            "file_type", "expected a file: an upload, a base64 string, a data URI or {file_name, content}"
+        )
+
+    @classmethod
+    def _adopt(cls, other: MediaFile) -> MediaFile:
+        """Give another MediaFile's content this class, sharing the buffer (no copy)."""
+        media = cls.__new__(cls)
+        media.__dict__.update(other.__dict__)
+        return media
+
+
+class ImageFile(MediaFile):
+    """An image file."""
+
+    default_content_type = "image/png"
+
+
+class AudioFile(MediaFile):
+    """An audio file."""
+
+    default_content_type = "audio/mpeg"
+
+
+class VideoFile(MediaFile):
+    """A video file."""
+
+    default_content_type = "video/mp4"
+
+
+def close_files(values: Iterable[Any], keep: Collection[MediaFile] = ()) -> None:
+    """Close the files among `values` (also inside lists and dicts), except those in `keep`."""
+    for value in values:
+        if isinstance(value, MediaFile):
+            if not any(value is kept for kept in keep):
+                value.close()
+        elif isinstance(value, list | tuple):
+            close_files(value, keep)
+        elif isinstance(value, dict):
+            close_files(value.values(), keep)
+
+
+def _guess_type(file_name: str) -> str | None:
+    return mimetypes.guess_type(file_name, strict=False)[0]

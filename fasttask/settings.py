@@ -1,0 +1,103 @@
+"""Settings: read once from FTAPI_* environment variables, overridable by keyword arguments."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from .errors import ConfigError
+
+Backend = Literal["fastapi", "runpod"]
+QueueKind = Literal["local", "redis"]
+
+_TRUE = {"1", "true", "yes", "on"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a fasttask process is configured by. See README for each variable."""
+
+    backend: Backend = "fastapi"
+    deployment: str = "localhost"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    queue: QueueKind = "local"
+    redis_url: str | None = None
+    s3_bucket: str | None = None
+    s3_endpoint_url: str | None = None
+    api_key: str | None = field(default=None, repr=False)
+    max_file_mb: float = 1024.0
+    concurrency: int | None = None
+    """Jobs one process runs at once; None means the mode's default (4 embedded, 1 per worker)."""
+    worker_grace_s: float = 30.0
+    runpod_stream: bool = False
+    debug: bool = False
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Build settings from `environ` (default: os.environ); keyword arguments win."""
+        env = os.environ if environ is None else environ
+
+        def get(name: str) -> str | None:
+            value = env.get(f"FTAPI_{name}")
+            return value if value not in (None, "") else None
+
+        values: dict[str, Any] = {}
+        backend = get("BACKEND")
+        deployment = get("DEPLOYMENT")
+        if deployment == "serverless" and backend is None:
+            backend = "runpod"
+        if backend is not None:
+            values["backend"] = backend.lower()
+        if deployment is not None:
+            values["deployment"] = deployment.lower()
+        for name, key in (("HOST", "host"), ("REDIS_URL", "redis_url"), ("S3_BUCKET", "s3_bucket")):
+            if (value := get(name)) is not None:
+                values[key] = value
+        if (value := get("S3_ENDPOINT_URL")) is not None:
+            values["s3_endpoint_url"] = value
+        if (value := get("API_KEY")) is not None:
+            values["api_key"] = value
+        for name, key, cast in (
+            ("PORT", "port", int),
+            ("MAX_FILE_MB", "max_file_mb", float),
+            ("CONCURRENCY", "concurrency", int),
+            ("WORKER_GRACE_S", "worker_grace_s", float),
+        ):
+            if (value := get(name)) is not None:
+                try:
+                    values[key] = cast(value)
+                except ValueError:
+                    raise ConfigError(f"FTAPI_{name}={value!r} is not a number") from None
+        for name, key in (("RUNPOD_STREAM", "runpod_stream"), ("DEBUG", "debug")):
+            if (value := get(name)) is not None:
+                values[key] = value.lower() in _TRUE
+        queue = get("QUEUE")
+        if queue is not None:
+            values["queue"] = queue.lower()
+        elif values.get("redis_url") or overrides.get("redis_url"):
+            values["queue"] = "redis"
+        values.update(overrides)
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def replace(self, **changes: Any) -> Settings:
+        new = dataclasses.replace(self, **changes)
+        new.validate()
+        return new
+
+    def validate(self) -> None:
+        if self.backend not in ("fastapi", "runpod"):
+            raise ConfigError(f"FTAPI_BACKEND must be 'fastapi' or 'runpod', not {self.backend!r}")
+        if self.queue not in ("local", "redis"):
+            raise ConfigError(f"FTAPI_QUEUE must be 'local' or 'redis', not {self.queue!r}")
+        if self.queue == "redis" and not self.redis_url:
+            raise ConfigError("FTAPI_QUEUE=redis needs FTAPI_REDIS_URL")
+        if self.concurrency is not None and self.concurrency < 1:
+            raise ConfigError("FTAPI_CONCURRENCY must be at least 1")
+        if self.max_file_mb <= 0:
+            raise ConfigError("FTAPI_MAX_FILE_MB must be positive")

@@ -1,0 +1,160 @@
+"""Task definitions: what the decorator records about a function, and how its parameters validate."""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError, create_model
+
+from .errors import ConfigError
+from .files import MediaFile
+from .progress import JobProgress
+
+DEFAULT_QUEUE_SIZE = 100
+DEFAULT_RESULT_TTL_S = 3600
+
+
+class TaskKind(str, Enum):
+    """How a task function runs: each kind is driven differently."""
+
+    SYNC = "sync"
+    ASYNC = "async"
+    GENERATOR = "generator"
+    ASYNC_GENERATOR = "async_generator"
+
+
+def task_kind(fn: Callable[..., Any]) -> TaskKind:
+    if inspect.isasyncgenfunction(fn):
+        return TaskKind.ASYNC_GENERATOR
+    if inspect.isgeneratorfunction(fn):
+        return TaskKind.GENERATOR
+    if inspect.iscoroutinefunction(fn):
+        return TaskKind.ASYNC
+    return TaskKind.SYNC
+
+
+def is_progress_parameter(name: str, annotation: Any) -> bool:
+    return name == "job_progress" or annotation is JobProgress
+
+
+def is_file_annotation(annotation: Any) -> bool:
+    """True for MediaFile and its kinds, also inside list[...] and Optional[...]."""
+    if isinstance(annotation, type) and issubclass(annotation, MediaFile):
+        return True
+    return any(is_file_annotation(arg) for arg in typing.get_args(annotation))
+
+
+def is_list_annotation(annotation: Any) -> bool:
+    origin = typing.get_origin(annotation)
+    if origin in (list, tuple, set, frozenset):
+        return True
+    return any(is_list_annotation(arg) for arg in typing.get_args(annotation) if arg is not type(None))
+
+
+class _ParamsBase(BaseModel):
+    model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
+
+
+@dataclass(frozen=True)
+class TaskDef:
+    """One task endpoint: the function and its options. Calling it calls the function."""
+
+    path: str
+    fn: Callable[..., Any]
+    queue_size: int = DEFAULT_QUEUE_SIZE
+    timeout_s: float | None = None
+    retries: int = 0
+    result_ttl_s: float = DEFAULT_RESULT_TTL_S
+    methods: tuple[str, ...] = ("POST",)
+    kind: TaskKind = field(init=False)
+    progress_param: str | None = field(init=False)
+    params_model: type[BaseModel] = field(init=False)
+    file_params: frozenset[str] = field(init=False)
+    list_params: frozenset[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        if not self.path.startswith("/"):
+            raise ConfigError(f"task path {self.path!r} must start with '/'")
+        if self.queue_size < 0:
+            raise ConfigError(f"{self.path}: queue_size must be >= 0")
+        if self.timeout_s is not None and self.timeout_s <= 0:
+            raise ConfigError(f"{self.path}: timeout must be positive")
+        if self.retries < 0:
+            raise ConfigError(f"{self.path}: retries must be >= 0")
+        if self.result_ttl_s <= 0:
+            raise ConfigError(f"{self.path}: result_ttl must be positive")
+        progress_param, fields = _signature_fields(self.fn)
+        model = create_model(  # type: ignore[call-overload]
+            "Params_" + (self.path.strip("/").replace("/", "_").replace("-", "_") or "root"),
+            __base__=_ParamsBase,
+            **fields,
+        )
+        set_ = object.__setattr__  # frozen dataclass: derived fields are set once, here
+        set_(self, "kind", task_kind(self.fn))
+        set_(self, "progress_param", progress_param)
+        set_(self, "params_model", model)
+        set_(self, "file_params", frozenset(n for n, (a, _) in fields.items() if is_file_annotation(a)))
+        set_(self, "list_params", frozenset(n for n, (a, _) in fields.items() if is_list_annotation(a)))
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.fn(*args, **kwargs)
+
+    @property
+    def name(self) -> str:
+        return self.fn.__name__
+
+    def validate(self, data: Mapping[str, Any], max_file_bytes: int | None = None) -> dict[str, Any]:
+        """Validate request data into the task's keyword arguments (raises pydantic's ValidationError)."""
+        model = self.params_model.model_validate(data, context={"max_file_bytes": max_file_bytes})
+        return {name: getattr(model, name) for name in type(model).model_fields}
+
+    def call_kwargs(self, params: Mapping[str, Any], progress: JobProgress) -> dict[str, Any]:
+        kwargs = dict(params)
+        if self.progress_param is not None:
+            kwargs[self.progress_param] = progress
+        return kwargs
+
+
+def _signature_fields(fn: Callable[..., Any]) -> tuple[str | None, dict[str, tuple[Any, Any]]]:
+    try:
+        hints = typing.get_type_hints(fn)
+    except Exception as exc:  # a bad forward reference should fail at import, with the task's name
+        raise ConfigError(f"cannot resolve the type hints of {fn.__qualname__}: {exc}") from exc
+    progress_param = None
+    fields: dict[str, tuple[Any, Any]] = {}
+    for name, parameter in inspect.signature(fn).parameters.items():
+        if parameter.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
+            raise ConfigError(f"{fn.__qualname__}: *args and **kwargs cannot be request parameters")
+        annotation = hints.get(name, Any)
+        if is_progress_parameter(name, annotation):
+            progress_param = name
+            continue
+        default = ... if parameter.default is inspect.Parameter.empty else parameter.default
+        fields[name] = (annotation, default)
+    return progress_param, fields
+
+
+def validation_errors(exc: ValidationError, location: str) -> list[dict[str, Any]]:
+    """FastAPI's field-error list for a pydantic ValidationError."""
+    errors = []
+    for error in exc.errors(include_url=False, include_context=False):
+        entry: dict[str, Any] = {"type": error["type"], "loc": [location, *error["loc"]], "msg": error["msg"]}
+        if "input" in error and _json_safe(error["input"]):
+            entry["input"] = error["input"]
+        errors.append(entry)
+    return errors
+
+
+def _json_safe(value: Any) -> bool:
+    if value is None or isinstance(value, str | int | float | bool):
+        return True
+    if isinstance(value, list):
+        return all(_json_safe(item) for item in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _json_safe(v) for k, v in value.items())
+    return False
