@@ -9,17 +9,20 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
-from fastapi import FastAPI, Query, Request
+from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.types import ASGIApp
 
 from .auth import ApiKeyMiddleware
 from .brokers import Broker, JobEvent, create_broker
-from .errors import FastTaskError, InvalidInput, QueueFull
+from .errors import FastTaskError, InvalidInput
+from .hotpath import HotPath, parse_wait
 from .jobs import JobRecord
 from .openapi import install_openapi
-from .params import RequestValidationFailed, read_params
+from .params import read_params
+from .responses import RequestValidationFailed, error_response, json_response
 from .tasks import TaskDef
 
 if TYPE_CHECKING:
@@ -32,9 +35,20 @@ SSE_KEEPALIVE_S = 15.0
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
-def json_response(payload: Any, status_code: int = 200, headers: dict[str, str] | None = None) -> Response:
-    body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
-    return Response(body, status_code, headers, media_type="application/json")
+def build_asgi(service: FastTaskAPI) -> tuple[ASGIApp, FastAPI]:
+    """The ASGI app serving `service`, and the FastAPI application inside it."""
+    settings = service.settings
+    api = build_api(service)
+    broker: Broker = api.state.broker
+    max_file_bytes = int(settings.max_file_mb * 1024 * 1024)
+    routes = {}
+    for task in service.tasks.values():
+        submit = _submit_route(broker, task, max_file_bytes)
+        routes.update({(method, task.path): submit for method in task.methods})
+    app: ASGIApp = HotPath(api, routes, _read_job_route(broker))
+    if settings.api_key:
+        app = ApiKeyMiddleware(app, api_key=settings.api_key)
+    return app, api
 
 
 def build_api(service: FastTaskAPI) -> FastAPI:
@@ -52,8 +66,6 @@ def build_api(service: FastTaskAPI) -> FastAPI:
 
     api = FastAPI(title=service.title, lifespan=lifespan)
     api.state.broker = broker
-    if settings.api_key:
-        api.add_middleware(ApiKeyMiddleware, api_key=settings.api_key)
     _install_error_handlers(api)
 
     for task in service.tasks.values():
@@ -87,11 +99,35 @@ def _submit_route(
     return submit
 
 
-def _add_job_routes(api: FastAPI, broker: Broker) -> None:
-    @api.get("/jobs/{job_id}", tags=["jobs"], summary="A job; ?wait=S holds the answer until it ends")
-    async def get_job(job_id: str, wait: float = Query(0.0, ge=0.0, le=MAX_WAIT_S)) -> Response:
+def _read_job_route(broker: Broker) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+    async def read_job(request: Request) -> Response:
+        job_id = request.path_params["job_id"]
+        wait = parse_wait(request.query_params.get("wait"), MAX_WAIT_S)
         record = await (broker.wait(job_id, wait) if wait > 0 else broker.get(job_id))
         return json_response(record.to_json())
+
+    return read_job
+
+
+def _add_job_routes(api: FastAPI, broker: Broker) -> None:
+    api.add_api_route(
+        "/jobs/{job_id}",
+        _read_job_route(broker),
+        methods=["GET"],
+        tags=["jobs"],
+        summary="A job; ?wait=S (0 to 60) holds the answer until it ends",
+        openapi_extra={
+            "parameters": [
+                {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}},
+                {
+                    "name": "wait",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"type": "number", "minimum": 0, "maximum": MAX_WAIT_S, "default": 0},
+                },
+            ]
+        },
+    )
 
     @api.post("/jobs/{job_id}/cancel", tags=["jobs"], summary="Cancel a queued or running job")
     async def cancel_job(job_id: str) -> Response:
@@ -184,14 +220,10 @@ async def _sse(events: AsyncIterator[JobEvent]) -> AsyncIterator[str]:
 
 
 def _install_error_handlers(api: FastAPI) -> None:
-    async def fasttask_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, FastTaskError)
-        headers = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, QueueFull) else None
-        return json_response({"detail": exc.detail}, exc.status_code, headers)
-
-    async def validation_failed(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, RequestValidationFailed)
-        return json_response({"detail": exc.errors}, 422)
+    async def contract_error(request: Request, exc: Exception) -> Response:
+        response = error_response(exc)
+        assert response is not None
+        return response
 
     async def request_validation(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
@@ -201,8 +233,8 @@ def _install_error_handlers(api: FastAPI) -> None:
         logger.exception("unhandled error on %s %s", request.method, request.url.path)
         return json_response({"detail": "internal server error"}, 500)
 
-    api.add_exception_handler(FastTaskError, fasttask_error)
-    api.add_exception_handler(RequestValidationFailed, validation_failed)
+    api.add_exception_handler(FastTaskError, contract_error)
+    api.add_exception_handler(RequestValidationFailed, contract_error)
     api.add_exception_handler(RequestValidationError, request_validation)
     api.add_exception_handler(Exception, unexpected)
 

@@ -9,7 +9,7 @@ import typing
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .errors import ConfigError
 from .progress import JobProgress
@@ -38,7 +38,8 @@ class FastTaskAPI:
         self._setup_hooks: list[Callable[[], Any]] = []
         self._setup_done = False
         self._setup_lock: asyncio.Lock | None = None
-        self._asgi: FastAPI | None = None
+        self._asgi: ASGIApp | None = None
+        self._fastapi: FastAPI | None = None
 
     # -- declaring ---------------------------------------------------------------------------------
     def task_endpoint(
@@ -105,13 +106,20 @@ class FastTaskAPI:
 
     # -- serving -----------------------------------------------------------------------------------
     @property
-    def asgi(self) -> FastAPI:
-        """The FastAPI application serving this service, built on first use."""
+    def asgi(self) -> ASGIApp:
+        """The ASGI application serving this service, built on first use."""
         if self._asgi is None:
-            from .api import build_api
+            from .api import build_asgi
 
-            self._asgi = build_api(self)
+            self._asgi, self._fastapi = build_asgi(self)
         return self._asgi
+
+    @property
+    def fastapi(self) -> FastAPI:
+        """The FastAPI application inside: add your own routes or middleware to it before serving."""
+        self.asgi  # noqa: B018 - builds both
+        assert self._fastapi is not None
+        return self._fastapi
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self.asgi(scope, receive, send)

@@ -11,20 +11,13 @@ from starlette.requests import Request
 
 from .errors import InvalidInput, PayloadTooLarge
 from .files import MediaFile, close_files
+from .responses import RequestValidationFailed
 from .tasks import TaskDef, validation_errors
 
 MAX_FORM_FIELDS = 1000
 MAX_FORM_FILES = 100
 MAX_FORM_PART_BYTES = 16 * 1024 * 1024
 """Largest non-file multipart field: base64 files sent as form fields must fit."""
-
-
-class RequestValidationFailed(Exception):
-    """A request's parameters did not validate; `errors` is FastAPI's field-error list."""
-
-    def __init__(self, errors: list[dict[str, Any]]) -> None:
-        super().__init__("invalid parameters")
-        self.errors = errors
 
 
 async def read_params(request: Request, task: TaskDef, max_file_bytes: int) -> dict[str, Any]:
