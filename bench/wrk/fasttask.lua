@@ -1,0 +1,63 @@
+-- wrk script for fasttask: per connection, submit -> GET /jobs/<id>?wait=60 -> repeat.
+-- Run with one connection per thread:  wrk -t N -c N -d 10s --timeout 70s -s fasttask.lua URL
+-- Per-job latency = submit request built (just before it is sent) -> finished job JSON received.
+local here = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
+local common = dofile(here .. "common.lua")
+
+local SUBMIT = nil
+local job_id = nil          -- job being waited for on this connection (nil: submit next)
+local t0 = 0                -- when the current job's submit was sent
+
+-- thread globals read back by done() through thread:get()
+lat = {}                    -- per-job latency in us
+failed = 0                  -- jobs that ended in a final state other than finished
+rejected = 0                -- submits answered with anything but 202/200 (e.g. 429)
+bad_reads = 0               -- non-200 answers to the wait
+polls = 0                   -- GET /jobs/<id> requests sent (more than jobs if a wait expired)
+
+function setup(thread) common.setup(thread) end
+
+function init(args)
+  SUBMIT = wrk.format("POST", "/noop", { ["Content-Type"] = "application/x-www-form-urlencoded" }, "")
+end
+
+function request()
+  if job_id == nil then
+    t0 = common.now_us()
+    return SUBMIT
+  end
+  polls = polls + 1
+  return wrk.format("GET", "/jobs/" .. job_id .. "?wait=60")
+end
+
+local FINAL_OTHER = { failed = true, cancelled = true, timeout = true }
+
+function response(status, headers, body)
+  if job_id == nil then
+    if status == 202 or status == 200 then
+      job_id = common.json_str(body, "id")
+      if job_id == nil then rejected = rejected + 1 end
+    else
+      rejected = rejected + 1
+    end
+    return
+  end
+  if status ~= 200 then
+    bad_reads = bad_reads + 1
+    job_id = nil
+    return
+  end
+  local st = common.json_str(body, "status")
+  if st == "finished" then
+    lat[#lat + 1] = common.now_us() - t0
+    job_id = nil
+  elseif FINAL_OTHER[st] then
+    failed = failed + 1
+    job_id = nil
+  end
+  -- queued/running: the wait expired before the job was final; wait again on the same id
+end
+
+function done(summary, latency, requests)
+  common.done(summary, { "failed", "rejected", "bad_reads", "polls" })
+end
