@@ -12,6 +12,8 @@ from fastapi.testclient import TestClient
 
 from fasttask import FastTaskAPI
 
+from .redis_server import RedisServer
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -72,3 +74,20 @@ def client_for() -> Iterator[Callable[[FastTaskAPI], TestClient]]:
     yield make
     for client in clients:
         client.__exit__(None, None, None)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """A clean database on the session's redis-server."""
+    import redis
+
+    with redis.Redis.from_url(redis_server.url) as connection:
+        connection.flushall()
+    return redis_server.url
