@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -36,6 +37,20 @@ def serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def work(args: argparse.Namespace) -> int:
+    app = load_app(args.app)
+    redis_url = app.settings.redis_url
+    if not redis_url:
+        raise ConfigError("fasttask worker needs FTAPI_REDIS_URL (the Redis both API and workers share)")
+    try:
+        from .worker import Worker
+    except ModuleNotFoundError as exc:
+        raise ConfigError("fasttask worker needs `pip install fasttask[redis]`") from exc
+    logging.basicConfig(level=getattr(logging, args.log_level.upper()), format="%(asctime)s %(name)s %(message)s")
+    endpoints = [path.strip() for path in args.endpoints.split(",") if path.strip()] if args.endpoints else None
+    return Worker(app, redis_url, endpoints=endpoints, grace_s=args.grace, name=args.name).run()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fasttask", description="Serve and run fasttask apps.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -46,6 +61,18 @@ def build_parser() -> argparse.ArgumentParser:
     serve_cmd.add_argument("--access-log", action="store_true", help="log every request")
     serve_cmd.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     serve_cmd.set_defaults(handler=serve)
+    worker_cmd = commands.add_parser("worker", help="run a worker process for the Redis queue")
+    worker_cmd.add_argument("app", help="MODULE:APP, e.g. service:app")
+    worker_cmd.add_argument("--endpoints", default=None, help="comma-separated task paths (default: all)")
+    worker_cmd.add_argument("--name", default=None, help="worker name in RQ (default: host, pid and a random part)")
+    worker_cmd.add_argument(
+        "--grace",
+        type=float,
+        default=None,
+        help="seconds to finish the current job after SIGTERM (FTAPI_WORKER_GRACE_S)",
+    )
+    worker_cmd.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    worker_cmd.set_defaults(handler=work)
     return parser
 
 

@@ -152,7 +152,13 @@ class MediaFile:
     # -- pydantic -----------------------------------------------------------------------------------
     @classmethod
     def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
-        return core_schema.with_info_plain_validator_function(cls._validate)
+        # In JSON (a job's parameters on their way to a worker) a file travels as its dict form.
+        serializer = core_schema.plain_serializer_function_ser_schema(lambda media: media.to_dict(), when_used="json")
+        return core_schema.with_info_plain_validator_function(cls._validate, serialization=serializer)
+
+    def to_dict(self) -> dict[str, Any]:
+        """`{file_name, content_type, content: <base64>}`: the dict form file parameters accept."""
+        return {"file_name": self.file_name, "content_type": self.content_type, "content": self.to_base64()}
 
     @classmethod
     def __get_pydantic_json_schema__(

@@ -113,6 +113,10 @@ class TaskDef:
         model = self.params_model.model_validate(data, context={"max_file_bytes": max_file_bytes})
         return {name: getattr(model, name) for name in type(model).model_fields}
 
+    def dump_params(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """Validated keyword arguments as JSON-ready data (files in their dict form), for a job record."""
+        return self.params_model.model_construct(**params).model_dump(mode="json")
+
     def call_kwargs(self, params: Mapping[str, Any], progress: JobProgress) -> dict[str, Any]:
         kwargs = dict(params)
         if self.progress_param is not None:

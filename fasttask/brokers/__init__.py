@@ -22,4 +22,8 @@ def create_broker(settings: Settings, tasks: Mapping[str, TaskDef], app: FastTas
         from .local import LocalBroker
 
         return LocalBroker(tasks, settings, app.run_setup_hooks)
-    raise ConfigError(f"FTAPI_QUEUE={settings.queue} is not available in this version")
+    try:
+        from .redis import RedisBroker
+    except ModuleNotFoundError as exc:
+        raise ConfigError("FTAPI_QUEUE=redis needs `pip install fasttask[redis]`") from exc
+    return RedisBroker(tasks, settings)

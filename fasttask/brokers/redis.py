@@ -1,0 +1,299 @@
+"""The Redis queue, API side: jobs are RQ jobs; any number of API processes serve any job."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import math
+import time
+from collections.abc import AsyncIterator, Awaitable, Mapping
+from typing import Any, TypeVar
+
+import redis.asyncio as aioredis
+from redis import Redis as SyncRedis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from rq.job import Job as RQJob
+from rq.job import JobStatus as RQStatus
+from rq.job import Retry
+from rq.serializers import JSONSerializer
+
+from .. import redis_layout as layout
+from .. import redis_scripts as scripts
+from ..errors import BackendUnavailable, JobAlreadyFinal, JobNotFound, PayloadTooLarge, QueueFull
+from ..files import MediaFile
+from ..jobs import JobRecord, new_job_id, utcnow
+from ..redis_records import RECORD_FIELDS, record_from_redis, rq_timestamp
+from ..settings import Settings
+from ..tasks import TaskDef
+from .base import Broker, JobEvent, QueueInfo
+
+logger = logging.getLogger("fasttask.redis")
+
+T = TypeVar("T")
+
+INLINE_PARAMS_LIMIT_BYTES = 16 * 1024 * 1024
+"""Largest job parameters (files included, as base64) carried inside Redis without object storage."""
+
+STREAM_RECHECK_S = 5.0
+"""Streams and long polls re-read the job this often even without a notification (a missed message
+during a reconnect cannot leave them hanging)."""
+
+_OFFLINE = (RedisConnectionError, RedisTimeoutError, OSError)
+
+
+class RedisBroker(Broker):
+    """Enqueues RQ jobs with an atomic queue-limit check; reads state and waits on Redis pub/sub."""
+
+    def __init__(self, tasks: Mapping[str, TaskDef], settings: Settings) -> None:
+        assert settings.redis_url is not None
+        self._tasks = tasks
+        self._url = settings.redis_url
+        self._redis = aioredis.Redis.from_url(
+            settings.redis_url, socket_connect_timeout=2, socket_timeout=10, health_check_interval=15
+        )
+        # RQ builds job records only with a (sync) connection in hand; this one never does any I/O
+        self._rq_connection = SyncRedis.from_url(settings.redis_url)
+        self._queues = {path: layout.queue_name(path) for path in tasks}
+        self._submit = self._redis.register_script(scripts.SUBMIT)
+        self._cancel = self._redis.register_script(scripts.CANCEL)
+        self._watchers: dict[str, set[asyncio.Event]] = {}
+        self._listener: asyncio.Task[None] | None = None
+        self._registered_queues = False
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    async def start(self) -> None:
+        self._listener = asyncio.create_task(self._listen(), name="fasttask-redis-events")
+
+    async def close(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+        await self._redis.aclose()
+
+    async def ready(self) -> bool:
+        try:
+            await asyncio.wait_for(self._redis.ping(), 2)
+        except (RedisError, OSError, asyncio.TimeoutError):
+            return False
+        return True
+
+    # -- jobs --------------------------------------------------------------------------------------
+    async def submit(self, task: TaskDef, params: dict[str, Any]) -> JobRecord:
+        queue = self._queues[task.path]
+        record = JobRecord(new_job_id(), task.path)
+        fields = self._job_fields(task, queue, record, params)
+        flat: list[Any] = []
+        for name, value in fields.items():
+            flat += (name, value)
+        if not self._registered_queues:
+            await self._guard(self._redis.sadd(layout.queues_set_key(), *map(layout.queue_key, self._queues.values())))
+            self._registered_queues = True
+        accepted = await self._guard(
+            self._submit(
+                keys=[layout.queue_key(queue), layout.job_key(record.id)],
+                args=[task.queue_size, record.id, layout.queued_channel(queue), *flat],
+            )
+        )
+        if not accepted:
+            raise QueueFull(task.path, task.queue_size)
+        return record
+
+    async def get(self, job_id: str) -> JobRecord:
+        record = await self._read(job_id)
+        if record is None:
+            raise JobNotFound(job_id)
+        return record
+
+    async def wait(self, job_id: str, timeout_s: float) -> JobRecord:
+        deadline = time.monotonic() + timeout_s
+        with self._watching(job_id) as changed:
+            while True:
+                record = await self.get(job_id)
+                remaining = deadline - time.monotonic()
+                if record.status.is_final or remaining <= 0:
+                    return record
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(changed.wait(), min(remaining, STREAM_RECHECK_S))
+                changed.clear()
+
+    async def cancel(self, job_id: str) -> JobRecord:
+        now = utcnow()
+        outcome = await self._guard(
+            self._cancel(keys=[layout.job_key(job_id)], args=[job_id, rq_timestamp(now), int(now.timestamp())])
+        )
+        verdict = outcome[0].decode()
+        if verdict == "missing":
+            raise JobNotFound(job_id)
+        if verdict == "final":
+            record = await self.get(job_id)
+            raise JobAlreadyFinal(f"job {job_id} already ended with status {record.status.value}")
+        return await self.get(job_id)
+
+    async def open_stream(self, job_id: str) -> AsyncIterator[JobEvent]:
+        await self.get(job_id)
+        return self._events(job_id)
+
+    async def result_file(self, job_id: str, index: int) -> MediaFile:
+        raw = await self._guard(self._redis.hgetall(layout.file_key(job_id, index)))
+        if not raw:
+            raise JobNotFound(f"{job_id}/files/{index}")
+        fields = {_as_bytes(k): _as_bytes(v) for k, v in raw.items()}
+        content, name, kind = fields[b"content"], fields[b"file_name"], fields[b"content_type"]
+        return MediaFile.from_bytes(content, name.decode(), kind.decode())
+
+    async def queues(self) -> list[QueueInfo]:
+        pipe = self._redis.pipeline(transaction=False)
+        for queue in self._queues.values():
+            pipe.llen(layout.queue_key(queue))
+            pipe.zcard(layout.started_registry_key(queue))
+            pipe.smembers(layout.queue_workers_key(queue))
+        counts = await self._guard(pipe.execute())
+        worker_keys = sorted({key for members in counts[2::3] for key in members})
+        pipe = self._redis.pipeline(transaction=False)
+        for key in worker_keys:
+            pipe.hmget(key, "state", "last_heartbeat", "pid", "hostname")
+        details = dict(zip(worker_keys, await self._guard(pipe.execute()), strict=True))
+        infos = []
+        for (path, _), queued, running, members in zip(
+            self._queues.items(), counts[0::3], counts[1::3], counts[2::3], strict=True
+        ):
+            workers = [_worker_json(key, details[key]) for key in sorted(members) if details[key][0] is not None]
+            infos.append(QueueInfo(path, queued, running, self._tasks[path].queue_size, workers))
+        return infos
+
+    # -- internals ---------------------------------------------------------------------------------
+    def _job_fields(self, task: TaskDef, queue: str, record: JobRecord, params: dict[str, Any]) -> dict[str, Any]:
+        payload = task.dump_params(params)
+        size = len(json.dumps(payload, separators=(",", ":")))
+        if size > INLINE_PARAMS_LIMIT_BYTES:
+            raise PayloadTooLarge(
+                f"the job's parameters take {size // (1024 * 1024)} MB; without object storage (FTAPI_S3_BUCKET) "
+                f"the Redis queue carries at most {INLINE_PARAMS_LIMIT_BYTES // (1024 * 1024)} MB per job"
+            )
+        rq_job = RQJob.create(
+            layout.TASK_FUNCTION,
+            args=[task.path],
+            kwargs=payload,
+            connection=self._rq_connection,
+            id=record.id,
+            result_ttl=math.ceil(task.result_ttl_s),
+            timeout=math.ceil(task.timeout_s) if task.timeout_s is not None else -1,
+            retry=Retry(max=max(1, task.retries)),  # a job whose worker dies runs again at least once
+            serializer=JSONSerializer,
+            origin=queue,
+            description=task.path,
+            status=RQStatus.QUEUED,
+        )
+        rq_job.created_at = record.created_at.replace(tzinfo=None)
+        rq_job.enqueued_at = rq_job.created_at
+        fields = rq_job.to_dict()
+        fields["status"] = RQStatus.QUEUED.value
+        fields[layout.F_ENDPOINT] = task.path
+        if task.timeout_s is not None:
+            fields["ft_timeout"] = repr(task.timeout_s)
+        fields["ft_retries"] = task.retries
+        return fields
+
+    async def _read(self, job_id: str) -> JobRecord | None:
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.hmget(layout.job_key(job_id), RECORD_FIELDS)
+        pipe.xrevrange(layout.results_key(job_id), count=1)
+        values, entries = await self._guard(pipe.execute())
+        return record_from_redis(job_id, values, entries[0][1] if entries else None)
+
+    async def _events(self, job_id: str) -> AsyncIterator[JobEvent]:
+        sent_outputs = 0
+        last: tuple[Any, ...] | None = None
+        with self._watching(job_id) as changed:
+            while True:
+                changed.clear()
+                record = await self.get(job_id)
+                outputs = await self._guard(self._redis.lrange(layout.outputs_key(job_id), sent_outputs, -1))
+                for raw in outputs:
+                    yield JobEvent("output", json.loads(raw))
+                sent_outputs += len(outputs)
+                if record.status.is_final:
+                    yield JobEvent("end", record.to_json())
+                    return
+                state = (record.status, record.progress, record.message)
+                if state != last:
+                    last = state
+                    yield JobEvent("progress", record.to_json())
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(changed.wait(), STREAM_RECHECK_S)
+
+    @contextlib.contextmanager
+    def _watching(self, job_id: str) -> Any:
+        event = asyncio.Event()
+        self._watchers.setdefault(job_id, set()).add(event)
+        try:
+            yield event
+        finally:
+            watchers = self._watchers.get(job_id)
+            if watchers is not None:
+                watchers.discard(event)
+                if not watchers:
+                    del self._watchers[job_id]
+
+    async def _listen(self) -> None:
+        """Wake local waiters when a job changes; reconnect with backoff when Redis goes away."""
+        backoff = 0.1
+        while True:
+            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(layout.EVENTS_CHANNEL)
+                backoff = 0.1
+                self._wake_all()  # anything that changed while we were away
+                async for message in pubsub.listen():
+                    watchers = self._watchers.get(message["data"].decode())
+                    if watchers:
+                        for event in watchers:
+                            event.set()
+            except asyncio.CancelledError:
+                await _close(pubsub)
+                raise
+            except (RedisError, OSError) as exc:
+                logger.warning("Redis event subscription lost (%s); retrying in %.1f s", exc, backoff)
+            with contextlib.suppress(RedisError, OSError):
+                await _close(pubsub)
+            self._wake_all()
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 5.0)
+
+    def _wake_all(self) -> None:
+        for watchers in self._watchers.values():
+            for event in watchers:
+                event.set()
+
+    async def _guard(self, call: Awaitable[T]) -> T:
+        try:
+            return await call
+        except _OFFLINE as exc:
+            self._registered_queues = False
+            raise BackendUnavailable(f"the queue backend (Redis) is unreachable: {exc}") from None
+
+
+def _as_bytes(value: bytes | str) -> bytes:
+    """The client is made without response decoding, so replies are bytes; the stubs allow str too."""
+    return value if isinstance(value, bytes) else value.encode()
+
+
+async def _close(pubsub: Any) -> None:
+    """redis-py's PubSub.aclose carries no type hints."""
+    await pubsub.aclose()
+
+
+def _worker_json(key: bytes, values: list[bytes | None]) -> dict[str, Any]:
+    state, heartbeat, pid, hostname = (v.decode() if v is not None else None for v in values)
+    return {
+        "name": key.decode().removeprefix(layout.worker_key("")),
+        "state": state,
+        "last_heartbeat": heartbeat,
+        "pid": int(pid) if pid else None,
+        "hostname": hostname,
+    }

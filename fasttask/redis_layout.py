@@ -1,0 +1,105 @@
+"""Where fasttask's jobs live in Redis: RQ's own keys, plus a few of ours. Every key name is made here.
+
+fasttask jobs are RQ jobs (RQ's `rq:` prefix and record format, JSON serializer), so `rq info`,
+rq-dashboard and rq-exporter read a fasttask cluster unchanged. Our additions are extra `ft_*` fields in
+RQ's job hash and the `fasttask:` keys below; RQ's tools ignore both.
+"""
+
+from __future__ import annotations
+
+import re
+
+RQ_PREFIX = "rq"
+
+QUEUE_PREFIX = "fasttask."
+"""RQ queue name of a task endpoint: `fasttask.` + its path without slashes (`/img2img` → `fasttask.img2img`,
+`/v1/chat` → `fasttask.v1.chat`). No `/`, so rq-dashboard can open it."""
+
+TASK_FUNCTION = "fasttask.worker.execute"
+"""The `func_name` RQ records for every fasttask job; workers run the task named in the job's args."""
+
+EVENTS_CHANNEL = "fasttask:events"
+"""Pub/sub channel: a job id is published here whenever that job changes (progress, output, end)."""
+
+# Fields fasttask adds to RQ's job hash.
+F_ENDPOINT = "ft_endpoint"
+F_PROGRESS = "ft_progress"
+F_MESSAGE = "ft_message"
+F_ERROR = "ft_error"
+F_OUTCOME = "ft_outcome"
+"""`timeout` or `cancelled` when RQ's status (`failed`, `canceled`) does not say which."""
+F_EXECUTION = "ft_execution"
+"""The running attempt's execution id: with the job id it names the job's StartedJobRegistry entry."""
+F_ATTEMPTS = "ft_attempts"
+F_MAX_ATTEMPTS = "ft_max_attempts"
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.\-]")
+
+
+def queue_name(path: str) -> str:
+    body = ".".join(part for part in path.split("/") if part)
+    return QUEUE_PREFIX + (_UNSAFE.sub("_", body) or "root")
+
+
+def queue_key(name: str) -> str:
+    return f"{RQ_PREFIX}:queue:{name}"
+
+
+def job_key(job_id: str) -> str:
+    return f"{RQ_PREFIX}:job:{job_id}"
+
+
+def results_key(job_id: str) -> str:
+    return f"{RQ_PREFIX}:results:{job_id}"
+
+
+def started_registry_key(queue: str) -> str:
+    return f"{RQ_PREFIX}:wip:{queue}"
+
+
+def finished_registry_key(queue: str) -> str:
+    return f"{RQ_PREFIX}:finished:{queue}"
+
+
+def failed_registry_key(queue: str) -> str:
+    return f"{RQ_PREFIX}:failed:{queue}"
+
+
+def canceled_registry_key(queue: str) -> str:
+    return f"{RQ_PREFIX}:canceled:{queue}"
+
+
+def queues_set_key() -> str:
+    return f"{RQ_PREFIX}:queues"
+
+
+def worker_key(name: str) -> str:
+    return f"{RQ_PREFIX}:worker:{name}"
+
+
+def queue_workers_key(queue: str) -> str:
+    return f"{RQ_PREFIX}:workers:{queue}"
+
+
+def worker_command_channel(name: str) -> str:
+    """RQ's per-worker command channel (`send_stop_job_command` publishes here)."""
+    return f"{RQ_PREFIX}:pubsub:{name}"
+
+
+def outputs_key(job_id: str) -> str:
+    """List of a generator job's outputs, as JSON, in order."""
+    return f"fasttask:outputs:{job_id}"
+
+
+def file_key(job_id: str, index: int) -> str:
+    """Hash holding one result file kept inline in Redis (no object storage configured)."""
+    return f"fasttask:file:{job_id}:{index}"
+
+
+def queued_channel(queue: str) -> str:
+    """Pub/sub channel idle workers listen on: a job id is published when a job joins `queue`."""
+    return f"fasttask:queued:{queue}"
+
+
+def cleanup_lock_key(queue: str) -> str:
+    return f"fasttask:cleanup:{queue}"

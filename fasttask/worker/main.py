@@ -1,0 +1,423 @@
+"""The worker: claims RQ jobs of its endpoints, runs them in this process, writes progress and results.
+
+One job at a time, in the main thread, with the app imported once and its setup hooks run once, so a
+model loaded there stays warm for every job. Each step that changes a job in Redis is one Lua script
+(`fasttask.redis_scripts`); finishing a job and claiming the next share one round trip.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+import uuid
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import redis
+from redis.exceptions import RedisError
+
+from .. import redis_layout as layout
+from .. import redis_scripts as scripts
+from ..errors import ConfigError, JobCancelled
+from ..execution import error_info, run_async, run_sync
+from ..files import MediaFile
+from ..jobs import utcnow
+from ..progress import JobProgress
+from ..redis_records import encode_exception_text, encode_result, parse_rq_timestamp, rq_timestamp
+from ..tasks import TaskDef, TaskKind
+from .guard import Guard, JobInterrupted, Watch, install_interrupt_signal, interrupter
+from .presence import Presence
+
+if TYPE_CHECKING:
+    from ..app import FastTaskAPI
+
+logger = logging.getLogger("fasttask.worker")
+
+T = TypeVar("T")
+
+LEASE_S = 20
+"""A running job's StartedJobRegistry entry is kept this far ahead by the heartbeat; if the worker dies,
+RQ's cleanup finds the entry expired within about this long and re-queues or fails the job."""
+
+PROGRESS_INTERVAL_S = 0.1
+"""Progress reaches Redis at most this often per job; the last report always lands."""
+
+IDLE_POLL_S = 1.0
+"""An idle worker wakes on a queued-job notification, and at least this often in case one was missed."""
+
+
+@dataclass(eq=False)
+class Claimed:
+    """A job this worker took: everything needed to run and finish it."""
+
+    job_id: str
+    queue: str
+    task: TaskDef
+    params: dict[str, Any]
+    execution_id: str
+    started_at: datetime
+    result_ttl: int
+    timeout_s: float | None
+    retries: int
+    failures: int
+    stop: threading.Event = field(default_factory=threading.Event)
+    outputs: int = 0
+    files: int = 0
+    pending_progress: tuple[float, str | None] | None = None
+    progress_written_at: float = 0.0
+    last_progress: tuple[float, str | None] = (0.0, None)
+
+    @property
+    def member(self) -> str:
+        return f"{self.job_id}:{self.execution_id}"
+
+
+class Worker:
+    """Runs the jobs of `endpoints` (default: all task endpoints of `app`)."""
+
+    def __init__(
+        self,
+        app: FastTaskAPI,
+        redis_url: str,
+        endpoints: Sequence[str] | None = None,
+        grace_s: float | None = None,
+        install_signals: bool = True,
+        name: str | None = None,
+    ) -> None:
+        unknown = [path for path in endpoints or () if path not in app.tasks]
+        if unknown:
+            raise ConfigError(f"no task endpoint {', '.join(unknown)} in this app")
+        self.app = app
+        self.tasks = {path: app.tasks[path] for path in (endpoints or app.tasks)}
+        if not self.tasks:
+            raise ConfigError("the app has no task endpoints to work on")
+        self.queues = {layout.queue_name(path): task for path, task in self.tasks.items()}
+        self.name = name or f"fasttask-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.grace_s = app.settings.worker_grace_s if grace_s is None else grace_s
+        self.redis = redis.Redis.from_url(redis_url, socket_connect_timeout=2, socket_timeout=10)
+        self._claim_script = self.redis.register_script(scripts.CLAIM)
+        self._finish_script = self.redis.register_script(scripts.FINISH)
+        self._requeue_script = self.redis.register_script(scripts.REQUEUE)
+        self._install_signals = install_signals
+        self._stopping = threading.Event()
+        self._doorbell = threading.Event()
+        self._current: Claimed | None = None
+        self._loop = asyncio.new_event_loop()
+        self._async_task: asyncio.Task[Any] | None = None
+        self.presence = Presence(self)
+        self.guard = Guard(self._mark_timed_out, self._requeue_cut_off, self._replace_process, stuck_after_s=10.0)
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    def run(self) -> int:
+        """Work until stopped (SIGTERM/SIGINT, or `stop()`); returns the exit code."""
+        if self._install_signals:
+            signal.signal(signal.SIGTERM, lambda *_: self.stop())
+            signal.signal(signal.SIGINT, lambda *_: self.stop())
+            install_interrupt_signal(lambda: self._current is not None and self._current.stop.is_set())
+        self._loop.run_until_complete(self.app.run_setup_hooks())
+        self.presence.start()
+        self.guard.start()
+        logger.info("worker %s on %s", self.name, ", ".join(self.queues))
+        try:
+            claimed: Claimed | None = None
+            while not self._stopping.is_set():
+                if claimed is None:
+                    claimed = self._retrying(self._claim)
+                if claimed is None:
+                    self._doorbell.wait(IDLE_POLL_S)
+                    self._doorbell.clear()
+                    continue
+                try:
+                    claimed = self._work(claimed)
+                except JobInterrupted:
+                    claimed = None  # an interrupt that arrived just after its job had ended
+        finally:
+            self.guard.close()
+            self.presence.close()
+            self._loop.close()
+        return 0
+
+    def stop(self) -> None:
+        """Take no new job; the one in hand gets the grace period to finish, then is re-queued."""
+        if not self._stopping.is_set():
+            logger.info("worker %s stopping: finishing the current job within %.0f s", self.name, self.grace_s)
+            self._stopping.set()
+            self._doorbell.set()
+            self.guard.shutdown_after(self.grace_s)
+
+    def ring(self) -> None:
+        """A job was queued on one of our queues."""
+        self._doorbell.set()
+
+    def current_job_id(self) -> str | None:
+        current = self._current
+        return current.job_id if current is not None else None
+
+    def request_stop(self, job_id: str) -> None:
+        """RQ's stop-job command (sent by a cancel) for the job in hand."""
+        self.guard.request_stop(job_id, "cancelled")
+
+    # -- one job -----------------------------------------------------------------------------------
+    def _work(self, claimed: Claimed) -> Claimed | None:
+        """Run a claimed job to its end, record the outcome, and return the next job (claimed with it)."""
+        self._current = claimed
+        progress = JobProgress(claimed.job_id, lambda p, m: self._report(claimed, p, m), claimed.stop)
+        deadline = time.monotonic() + claimed.timeout_s if claimed.timeout_s is not None else None
+        self.guard.watch(Watch(claimed.job_id, deadline, claimed.stop, self._interrupter(claimed)))
+        outcome: tuple[str, Any] | None
+        try:
+            result = self._execute(claimed, progress)
+            outcome = ("finished", result)
+        except (JobInterrupted, JobCancelled, asyncio.CancelledError):
+            outcome = None  # whoever stopped it has already recorded why
+        except Exception as exc:
+            outcome = ("failed", exc)
+        finally:
+            self.guard.release()
+            self._current = None
+        if outcome is None or claimed.stop.is_set():
+            return self._retrying(self._claim)
+        status, value = outcome
+        if status == "failed" and claimed.failures < claimed.retries:
+            self._retrying(lambda: self._requeue(claimed, count_failure=True))
+            return self._retrying(self._claim)
+        next_job: Claimed | None
+        next_job = self._retrying(lambda: self._finish(claimed, status, value, claim_next=not self._stopping.is_set()))
+        return next_job
+
+    def _execute(self, claimed: Claimed, progress: JobProgress) -> Any:
+        task = claimed.task
+        params = task.validate(claimed.params)
+        if task.kind in (TaskKind.ASYNC, TaskKind.ASYNC_GENERATOR):
+            coroutine = run_async(task, params, progress, self._file_store(claimed), self._output_sink(claimed))
+            self._async_task = self._loop.create_task(coroutine)
+            try:
+                return self._loop.run_until_complete(self._async_task)
+            finally:
+                self._async_task = None
+        return run_sync(task, params, progress, self._file_store(claimed), self._output_sink(claimed))
+
+    def _interrupter(self, claimed: Claimed) -> Callable[[], None]:
+        if claimed.task.kind in (TaskKind.ASYNC, TaskKind.ASYNC_GENERATOR):
+
+            def cancel_async() -> None:
+                task = self._async_task
+                if task is not None:
+                    self._loop.call_soon_threadsafe(task.cancel)
+
+            return cancel_async
+        in_main = threading.current_thread() is threading.main_thread()
+        return interrupter(threading.current_thread(), use_signal=in_main and self._install_signals)
+
+    # -- Redis steps -------------------------------------------------------------------------------
+    def _claim(self) -> Claimed | None:
+        if self._stopping.is_set():
+            return None
+        return self._parse_claim(self._claim_script(keys=self._claim_keys(), args=self._claim_args()))
+
+    def _claim_keys(self) -> list[str]:
+        return [layout.queue_key(queue) for queue in self.queues]
+
+    def _claim_args(self) -> list[Any]:
+        now = utcnow()
+        return [rq_timestamp(now), int(now.timestamp()) + LEASE_S, uuid.uuid4().hex, self.name, *self.queues]
+
+    def _parse_claim(self, reply: Any) -> Claimed | None:
+        if not reply:
+            return None
+        queue, job_id, flat = reply[0].decode(), reply[1].decode(), reply[2]
+        fields = dict(zip(flat[0::2], flat[1::2], strict=True))
+        _, _, args, kwargs = json.loads(zlib.decompress(fields[b"data"]))
+        task = self.queues[queue]
+        started = parse_rq_timestamp(fields.get(b"started_at"))
+        assert started is not None
+        timeout = fields.get(b"ft_timeout")
+        return Claimed(
+            job_id=job_id,
+            queue=queue,
+            task=task if args[0] == task.path else self.tasks[args[0]],
+            params=kwargs,
+            execution_id=fields[b"ft_execution"].decode(),
+            started_at=started,
+            result_ttl=int(fields.get(b"result_ttl") or task.result_ttl_s),
+            timeout_s=float(timeout) if timeout else None,
+            retries=int(fields.get(b"ft_retries") or 0),
+            failures=int(fields.get(b"ft_failures") or 0),
+        )
+
+    def _finish(self, claimed: Claimed, status: str, value: Any, claim_next: bool) -> Claimed | None:
+        now = utcnow()
+        extra: dict[str, Any] = {}
+        if status == "finished":
+            payload_field, payload, result_type = "return_value", encode_result(value), 1
+            registry = layout.finished_registry_key(claimed.queue)
+        else:
+            error = value if isinstance(value, dict) else error_info(value, self.app.settings.debug)
+            extra[layout.F_ERROR] = json.dumps(error)
+            if status == "timeout":
+                extra[layout.F_OUTCOME] = "timeout"
+            text = error.get("traceback") or f"{error['type']}: {error['message']}"
+            payload_field, payload, result_type = "exc_string", encode_exception_text(text), 2
+            registry = layout.failed_registry_key(claimed.queue)
+        if claimed.pending_progress is not None or status == "finished":
+            progress, message = claimed.pending_progress or claimed.last_progress
+            extra[layout.F_PROGRESS] = repr(1.0 if status == "finished" else progress)
+            if message is not None:
+                extra[layout.F_MESSAGE] = message
+        flat = [part for pair in extra.items() for part in pair]
+        args = [
+            claimed.member,
+            "failed" if status == "timeout" else status,
+            rq_timestamp(now),
+            claimed.result_ttl,
+            int(now.timestamp()) + claimed.result_ttl,
+            claimed.job_id,
+            result_type,
+            payload_field,
+            payload,
+            self.name,
+            claimed.execution_id,
+            claimed.started_at.timestamp(),
+            now.timestamp(),
+            "1" if claimed.outputs or claimed.files else "0",
+            *flat,
+        ]
+        keys = [
+            layout.job_key(claimed.job_id),
+            layout.started_registry_key(claimed.queue),
+            layout.results_key(claimed.job_id),
+            registry,
+            layout.outputs_key(claimed.job_id),
+        ]
+        if not claim_next:
+            self._finish_script(keys=keys, args=args)
+            return None
+        pipe = self.redis.pipeline(transaction=False)
+        self._finish_script(keys=keys, args=args, client=pipe)
+        self._claim_script(keys=self._claim_keys(), args=self._claim_args(), client=pipe)
+        _, reply = pipe.execute()
+        return self._parse_claim(reply)
+
+    def _requeue(self, claimed: Claimed, count_failure: bool) -> None:
+        self._requeue_script(
+            keys=[
+                layout.job_key(claimed.job_id),
+                layout.started_registry_key(claimed.queue),
+                layout.queue_key(claimed.queue),
+            ],
+            args=[
+                claimed.member,
+                claimed.job_id,
+                layout.queued_channel(claimed.queue),
+                rq_timestamp(utcnow()),
+                "1" if count_failure else "0",
+            ],
+        )
+
+    def _mark_timed_out(self, job_id: str) -> None:
+        """Called by the guard at the job's deadline, while the task may still run."""
+        claimed = self._current
+        if claimed is not None and claimed.job_id == job_id:
+            message = f"job ran longer than its timeout of {claimed.timeout_s:g} s"
+            error = {"type": "TimeoutError", "message": message}
+            self._retrying(lambda: self._finish(claimed, "timeout", error, claim_next=False), attempts=5)
+
+    def _requeue_cut_off(self, job_id: str) -> None:
+        """Called by the guard when the shutdown grace period ends with the job still running."""
+        claimed = self._current
+        if claimed is not None and claimed.job_id == job_id:
+            logger.warning("job %s outlived the %.0f s grace period; re-queued", job_id, self.grace_s)
+            self._retrying(lambda: self._requeue(claimed, count_failure=False), attempts=5)
+
+    def _replace_process(self, job_id: str) -> None:
+        if not self._install_signals:
+            logger.error("job %s cannot be interrupted, and this worker does not own its process", job_id)
+            return
+        self.presence.close()
+        logging.shutdown()
+        os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
+
+    # -- what a task reports -----------------------------------------------------------------------
+    def _report(self, claimed: Claimed, progress: float, message: str | None) -> None:
+        claimed.pending_progress = (progress, message)
+        if time.monotonic() - claimed.progress_written_at >= PROGRESS_INTERVAL_S:
+            self.flush_progress(claimed)
+
+    def flush_progress(self, claimed: Claimed) -> None:
+        """Write the job's latest progress report if it has not reached Redis yet."""
+        pending = claimed.pending_progress
+        if pending is None:
+            return
+        claimed.pending_progress = None
+        claimed.last_progress = pending
+        claimed.progress_written_at = time.monotonic()
+        items = [layout.F_PROGRESS, repr(pending[0])]
+        if pending[1] is not None:
+            items += [layout.F_MESSAGE, pending[1]]
+        try:
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.hset(layout.job_key(claimed.job_id), items=items)
+            pipe.publish(layout.EVENTS_CHANNEL, claimed.job_id)
+            pipe.execute()
+        except RedisError as exc:
+            logger.warning("progress of job %s not written: %s", claimed.job_id, exc)
+            claimed.pending_progress = claimed.pending_progress or pending
+
+    def pending_progress_job(self) -> Claimed | None:
+        current = self._current
+        return current if current is not None and current.pending_progress is not None else None
+
+    def _output_sink(self, claimed: Claimed) -> Callable[[Any], None]:
+        def push(value: Any) -> None:
+            claimed.outputs += 1
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.rpush(layout.outputs_key(claimed.job_id), json.dumps(value, separators=(",", ":")))
+            pipe.publish(layout.EVENTS_CHANNEL, claimed.job_id)
+            pipe.execute()
+
+        return push
+
+    def _file_store(self, claimed: Claimed) -> Callable[[MediaFile], dict[str, Any]]:
+        def store(media: MediaFile) -> dict[str, Any]:
+            index = claimed.files
+            claimed.files += 1
+            key = layout.file_key(claimed.job_id, index)
+            items: list[str | bytes] = ["file_name", media.file_name, "content_type", media.content_type]
+            items += ["content", media.to_bytes()]
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.hset(key, items=items)
+            pipe.expire(key, claimed.result_ttl)
+            pipe.execute()
+            url = f"/jobs/{claimed.job_id}/files/{index}"
+            return {"file_name": media.file_name, "content_type": media.content_type, "size": media.size, "url": url}
+
+        return store
+
+    # -- resilience --------------------------------------------------------------------------------
+    def _retrying(self, step: Callable[[], T], attempts: int | None = None) -> T | None:
+        """Run a Redis step; while Redis is unreachable, retry with backoff (forever unless `attempts`)."""
+        backoff = 0.1
+        tried = 0
+        while True:
+            try:
+                return step()
+            except (RedisError, OSError) as exc:
+                tried += 1
+                if attempts is not None and tried >= attempts:
+                    logger.error("giving up on Redis after %d attempts: %s", tried, exc)
+                    return None
+                if self._stopping.is_set() and self._current is None:
+                    return None
+                logger.warning("Redis unreachable (%s); retrying in %.1f s", exc, backoff)
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
