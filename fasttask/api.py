@@ -140,10 +140,10 @@ def _add_job_routes(api: FastAPI, broker: Broker) -> None:
 
     @api.get("/jobs/{job_id}/files/{index}", tags=["jobs"], summary="Download a file the job returned")
     async def job_file(job_id: str, index: int) -> StreamingResponse:
-        media = await broker.result_file(job_id, index)
-        name = media.file_name.replace('"', "")
-        headers = {"Content-Length": str(media.size), "Content-Disposition": f'attachment; filename="{name}"'}
-        return StreamingResponse(media.iter_chunks(), media_type=media.content_type, headers=headers)
+        file = await broker.result_file(job_id, index)
+        name = file.file_name.replace('"', "")
+        headers = {"Content-Length": str(file.size), "Content-Disposition": f'attachment; filename="{name}"'}
+        return StreamingResponse(file.chunks, media_type=file.content_type, headers=headers)
 
     async def legacy_status(request: Request) -> Response:
         job_id = request.query_params.get("job_id")

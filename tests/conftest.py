@@ -4,6 +4,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -25,6 +26,7 @@ class LiveServer:
     """A real uvicorn server on loopback, in a thread of the test process."""
 
     def __init__(self, app: FastTaskAPI) -> None:
+        self.app = app
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", ws="none", lifespan="on")
@@ -91,3 +93,60 @@ def redis_url(redis_server: RedisServer) -> str:
     with redis.Redis.from_url(redis_server.url) as connection:
         connection.flushall()
     return redis_server.url
+
+
+class WorkerThread:
+    """A fasttask worker running in a thread of the test process (it shares the tests' probes)."""
+
+    def __init__(self, app: FastTaskAPI, redis_url: str, **options: Any) -> None:
+        from fasttask.worker import Worker
+
+        self.worker = Worker(app, redis_url, install_signals=False, grace_s=options.pop("grace_s", 1.0), **options)
+        self.thread = threading.Thread(target=self.worker.run, name="test-worker", daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.worker.stop()
+        self.thread.join(15)
+        assert not self.thread.is_alive(), "the worker did not stop"
+
+
+@pytest.fixture
+def start_worker() -> Iterator[Callable[..., WorkerThread]]:
+    workers: list[WorkerThread] = []
+
+    def start(app: FastTaskAPI, redis_url: str, **options: Any) -> WorkerThread:
+        worker = WorkerThread(app, redis_url, **options)
+        workers.append(worker)
+        return worker
+
+    yield start
+    for worker in workers:
+        worker.stop()
+
+
+@pytest.fixture(params=["local", "redis"])
+def queue_kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def queue_settings(queue_kind: str, request: pytest.FixtureRequest) -> dict[str, Any]:
+    """Settings that select the queue under test (a clean Redis for the Redis queue)."""
+    if queue_kind == "local":
+        return {"queue": "local"}
+    return {"queue": "redis", "redis_url": request.getfixturevalue("redis_url")}
+
+
+@pytest.fixture
+def with_workers(
+    queue_settings: dict[str, Any], start_worker: Callable[..., WorkerThread]
+) -> Callable[[FastTaskAPI], FastTaskAPI]:
+    """Start a worker for `app` when it runs on the Redis queue; the embedded queue needs none."""
+
+    def start(app: FastTaskAPI) -> FastTaskAPI:
+        if app.settings.queue == "redis":
+            start_worker(app, queue_settings["redis_url"])
+        return app
+
+    return start

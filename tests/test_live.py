@@ -22,6 +22,7 @@ from .apps import Probe, make_app
 from .conftest import LiveServer, free_port
 
 StartServer = Callable[[FastTaskAPI], LiveServer]
+WithWorkers = Callable[[FastTaskAPI], FastTaskAPI]
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -36,9 +37,12 @@ def sse_events(response: httpx.Response) -> Iterator[tuple[str, Any]]:
             kind = None
 
 
-def test_wait_answers_the_moment_the_job_ends(live_server: StartServer) -> None:
+def test_wait_answers_the_moment_the_job_ends(
+    live_server: StartServer, queue_settings: dict[str, Any], with_workers: WithWorkers
+) -> None:
     probe = Probe()
-    server = live_server(make_app(probe))
+    server = live_server(make_app(probe, **queue_settings))
+    with_workers(server.app)
     with server.client() as client:
         job_id = client.post("/block", json={"tag": "w"}).json()["id"]
         assert probe.started.wait(5)
@@ -61,9 +65,12 @@ def test_wait_answers_the_moment_the_job_ends(live_server: StartServer) -> None:
         assert answer["at"] - released_at < 5
 
 
-def test_wait_returns_the_current_state_at_its_deadline(live_server: StartServer) -> None:
+def test_wait_returns_the_current_state_at_its_deadline(
+    live_server: StartServer, queue_settings: dict[str, Any], with_workers: WithWorkers
+) -> None:
     probe = Probe()
-    server = live_server(make_app(probe))
+    server = live_server(make_app(probe, **queue_settings))
+    with_workers(server.app)
     with server.client() as client:
         job_id = client.post("/block", json={}).json()["id"]
         job = client.get(f"/jobs/{job_id}", params={"wait": 0.2}).json()
@@ -71,9 +78,12 @@ def test_wait_returns_the_current_state_at_its_deadline(live_server: StartServer
         probe.release.set()
 
 
-def test_stream_sends_progress_output_and_end_events(live_server: StartServer) -> None:
+def test_stream_sends_progress_output_and_end_events(
+    live_server: StartServer, queue_settings: dict[str, Any], with_workers: WithWorkers
+) -> None:
     probe = Probe()
-    server = live_server(make_app(probe))
+    server = live_server(make_app(probe, **queue_settings))
+    with_workers(server.app)
     with server.client() as client:
         job_id = client.post("/stream_slowly", json={"n": 3}).json()["id"]
         with client.stream("GET", f"/jobs/{job_id}/stream") as response:
@@ -99,8 +109,11 @@ def test_stream_sends_progress_output_and_end_events(live_server: StartServer) -
             assert [kind for kind, _ in sse_events(again)] == ["output", "output", "output", "end"]
 
 
-def test_stream_of_a_failing_job_ends_with_the_error(live_server: StartServer) -> None:
-    server = live_server(make_app())
+def test_stream_of_a_failing_job_ends_with_the_error(
+    live_server: StartServer, queue_settings: dict[str, Any], with_workers: WithWorkers
+) -> None:
+    server = live_server(make_app(**queue_settings))
+    with_workers(server.app)
     with server.client() as client:
         job_id = client.post("/fail", json={"message": "nope"}).json()["id"]
         with client.stream("GET", f"/jobs/{job_id}/stream") as response:
@@ -109,9 +122,12 @@ def test_stream_of_a_failing_job_ends_with_the_error(live_server: StartServer) -
         assert events[-1][1]["error"] == {"type": "ValueError", "message": "nope"}
 
 
-def test_a_full_queue_accepts_exactly_queue_size_and_refuses_the_rest_with_429(live_server: StartServer) -> None:
+def test_a_full_queue_accepts_exactly_queue_size_and_refuses_the_rest_with_429(
+    live_server: StartServer, queue_settings: dict[str, Any], with_workers: WithWorkers
+) -> None:
     probe = Probe()
-    server = live_server(make_app(probe, concurrency=1))
+    server = live_server(make_app(probe, concurrency=1, **queue_settings))
+    with_workers(server.app)
     with server.client() as client:
         holder = client.post("/deaf").json()["id"]  # holds the only runner slot
         assert probe.started.wait(5)
@@ -122,6 +138,7 @@ def test_a_full_queue_accepts_exactly_queue_size_and_refuses_the_rest_with_429(l
 
     responses = asyncio.run(burst())
     codes = [r.status_code for r in responses]
+    assert sorted(set(codes)) == [202, 429], [r.text for r in responses if r.status_code not in (202, 429)]
     assert codes.count(202) == 10
     assert codes.count(429) == 90
     refused = next(r for r in responses if r.status_code == 429)

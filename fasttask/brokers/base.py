@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from ..files import MediaFile
 from ..jobs import JobRecord
 from ..tasks import TaskDef
 
@@ -18,6 +17,16 @@ class JobEvent:
 
     kind: Literal["progress", "output", "end"]
     data: Any
+
+
+@dataclass(frozen=True)
+class ResultFile:
+    """A file a job returned, ready to send: its metadata and its content in chunks."""
+
+    file_name: str
+    content_type: str
+    size: int
+    chunks: Iterator[bytes]
 
 
 @dataclass(frozen=True)
@@ -70,7 +79,7 @@ class Broker(ABC):
         """Progress and output events as they happen, ending with `end` (raises JobNotFound up front)."""
 
     @abstractmethod
-    async def result_file(self, job_id: str, index: int) -> MediaFile:
+    async def result_file(self, job_id: str, index: int) -> ResultFile:
         """A file the job returned, by its index in the job's result (raises JobNotFound)."""
 
     @abstractmethod

@@ -19,7 +19,7 @@ from ..jobs import JobRecord, JobStatus, new_job_id, utcnow
 from ..progress import JobProgress
 from ..settings import Settings
 from ..tasks import TaskDef, TaskKind
-from .base import Broker, JobEvent, QueueInfo
+from .base import Broker, JobEvent, QueueInfo, ResultFile
 
 DEFAULT_CONCURRENCY = 4
 
@@ -127,11 +127,12 @@ class LocalBroker(Broker):
     async def open_stream(self, job_id: str) -> AsyncIterator[JobEvent]:
         return self._events(self._job(job_id))
 
-    async def result_file(self, job_id: str, index: int) -> MediaFile:
+    async def result_file(self, job_id: str, index: int) -> ResultFile:
         job = self._job(job_id)
         if not 0 <= index < len(job.files):
             raise JobNotFound(f"{job_id}/files/{index}")
-        return job.files[index]
+        media = job.files[index]
+        return ResultFile(media.file_name, media.content_type, media.size, media.iter_chunks())
 
     async def queues(self) -> list[QueueInfo]:
         worker = {"name": f"embedded-{os.getpid()}", "concurrency": self._concurrency}

@@ -24,12 +24,12 @@ from rq.serializers import JSONSerializer
 from .. import redis_layout as layout
 from .. import redis_scripts as scripts
 from ..errors import BackendUnavailable, JobAlreadyFinal, JobNotFound, PayloadTooLarge, QueueFull
-from ..files import MediaFile
+from ..files import close_files
 from ..jobs import JobRecord, new_job_id, utcnow
 from ..redis_records import RECORD_FIELDS, record_from_redis, rq_timestamp
 from ..settings import Settings
 from ..tasks import TaskDef
-from .base import Broker, JobEvent, QueueInfo
+from .base import Broker, JobEvent, QueueInfo, ResultFile
 
 logger = logging.getLogger("fasttask.redis")
 
@@ -37,6 +37,9 @@ T = TypeVar("T")
 
 INLINE_PARAMS_LIMIT_BYTES = 16 * 1024 * 1024
 """Largest job parameters (files included, as base64) carried inside Redis without object storage."""
+
+REDIS_CONNECTIONS = 64
+"""Connections one API process opens to Redis at most; more concurrent requests wait their turn."""
 
 STREAM_RECHECK_S = 5.0
 """Streams and long polls re-read the job this often even without a notification (a missed message
@@ -52,9 +55,16 @@ class RedisBroker(Broker):
         assert settings.redis_url is not None
         self._tasks = tasks
         self._url = settings.redis_url
-        self._redis = aioredis.Redis.from_url(
-            settings.redis_url, socket_connect_timeout=2, socket_timeout=10, health_check_interval=15
+        # A bounded pool that makes requests wait for a free connection instead of failing when busy
+        pool = aioredis.BlockingConnectionPool.from_url(
+            settings.redis_url,
+            max_connections=REDIS_CONNECTIONS,
+            timeout=10,
+            socket_connect_timeout=2,
+            socket_timeout=10,
+            health_check_interval=15,
         )
+        self._redis = aioredis.Redis(connection_pool=pool)
         # RQ builds job records only with a (sync) connection in hand; this one never does any I/O
         self._rq_connection = SyncRedis.from_url(settings.redis_url)
         self._queues = {path: layout.queue_name(path) for path in tasks}
@@ -73,7 +83,7 @@ class RedisBroker(Broker):
             self._listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._listener
-        await self._redis.aclose()
+        await self._redis.aclose(close_connection_pool=True)
 
     async def ready(self) -> bool:
         try:
@@ -86,7 +96,10 @@ class RedisBroker(Broker):
     async def submit(self, task: TaskDef, params: dict[str, Any]) -> JobRecord:
         queue = self._queues[task.path]
         record = JobRecord(new_job_id(), task.path)
-        fields = self._job_fields(task, queue, record, params)
+        try:
+            fields = self._job_fields(task, queue, record, params)
+        finally:
+            close_files(params.values())  # their content is in the job record now
         flat: list[Any] = []
         for name, value in fields.items():
             flat += (name, value)
@@ -138,13 +151,13 @@ class RedisBroker(Broker):
         await self.get(job_id)
         return self._events(job_id)
 
-    async def result_file(self, job_id: str, index: int) -> MediaFile:
+    async def result_file(self, job_id: str, index: int) -> ResultFile:
         raw = await self._guard(self._redis.hgetall(layout.file_key(job_id, index)))
         if not raw:
             raise JobNotFound(f"{job_id}/files/{index}")
         fields = {_as_bytes(k): _as_bytes(v) for k, v in raw.items()}
         content, name, kind = fields[b"content"], fields[b"file_name"], fields[b"content_type"]
-        return MediaFile.from_bytes(content, name.decode(), kind.decode())
+        return ResultFile(name.decode(), kind.decode(), len(content), iter((content,)))
 
     async def queues(self) -> list[QueueInfo]:
         pipe = self._redis.pipeline(transaction=False)

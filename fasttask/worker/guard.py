@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 logger = logging.getLogger("fasttask.worker")
 
 ASK_FIRST_S = 1.0
-"""How long a cancelled task gets to notice on its own (at a `set_status`) before it is interrupted."""
+"""How long a stopped task gets to notice on its own (at a `set_status`) before it is interrupted."""
 
 
 class JobInterrupted(BaseException):
@@ -107,9 +107,8 @@ class Guard(threading.Thread):
                     self._call_unlocked(self._on_shutdown_deadline, watch.job_id)
                 if watch.done.is_set() or watch.asked_at is None:
                     continue
-                # a timed-out or cut-off job is interrupted at once; a cancelled one gets a moment first
-                patience = ASK_FIRST_S if watch.reason == "cancelled" else 0.0
-                if watch.interrupted_at is None and now >= watch.asked_at + patience:
+                # the task gets a moment to notice at its next set_status (JobCancelled) before it is interrupted
+                if watch.interrupted_at is None and now >= watch.asked_at + ASK_FIRST_S:
                     watch.interrupted_at = now
                     watch.interrupt()
                 elif watch.interrupted_at is not None and now >= watch.interrupted_at + self._stuck_after_s:

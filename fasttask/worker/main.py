@@ -30,7 +30,7 @@ from .. import redis_layout as layout
 from .. import redis_scripts as scripts
 from ..errors import ConfigError, JobCancelled
 from ..execution import error_info, run_async, run_sync
-from ..files import MediaFile
+from ..files import MediaFile, close_files
 from ..jobs import utcnow
 from ..progress import JobProgress
 from ..redis_records import encode_exception_text, encode_result, parse_rq_timestamp, rq_timestamp
@@ -198,14 +198,19 @@ class Worker:
     def _execute(self, claimed: Claimed, progress: JobProgress) -> Any:
         task = claimed.task
         params = task.validate(claimed.params)
-        if task.kind in (TaskKind.ASYNC, TaskKind.ASYNC_GENERATOR):
-            coroutine = run_async(task, params, progress, self._file_store(claimed), self._output_sink(claimed))
-            self._async_task = self._loop.create_task(coroutine)
-            try:
-                return self._loop.run_until_complete(self._async_task)
-            finally:
-                self._async_task = None
-        return run_sync(task, params, progress, self._file_store(claimed), self._output_sink(claimed))
+        stored: list[MediaFile] = []
+        store = self._file_store(claimed, stored)
+        try:
+            if task.kind in (TaskKind.ASYNC, TaskKind.ASYNC_GENERATOR):
+                coroutine = run_async(task, params, progress, store, self._output_sink(claimed))
+                self._async_task = self._loop.create_task(coroutine)
+                try:
+                    return self._loop.run_until_complete(self._async_task)
+                finally:
+                    self._async_task = None
+            return run_sync(task, params, progress, store, self._output_sink(claimed))
+        finally:
+            close_files([*params.values(), *stored])
 
     def _interrupter(self, claimed: Claimed) -> Callable[[], None]:
         if claimed.task.kind in (TaskKind.ASYNC, TaskKind.ASYNC_GENERATOR):
@@ -387,8 +392,9 @@ class Worker:
 
         return push
 
-    def _file_store(self, claimed: Claimed) -> Callable[[MediaFile], dict[str, Any]]:
+    def _file_store(self, claimed: Claimed, stored: list[MediaFile]) -> Callable[[MediaFile], dict[str, Any]]:
         def store(media: MediaFile) -> dict[str, Any]:
+            stored.append(media)
             index = claimed.files
             claimed.files += 1
             key = layout.file_key(claimed.job_id, index)
