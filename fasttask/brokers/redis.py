@@ -7,12 +7,15 @@ import contextlib
 import json
 import logging
 import math
+import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Mapping
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from redis import Redis as SyncRedis
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -26,6 +29,7 @@ from .. import redis_scripts as scripts
 from ..errors import BackendUnavailable, JobAlreadyFinal, JobNotFound, PayloadTooLarge, QueueFull
 from ..files import close_files
 from ..jobs import JobRecord, new_job_id, utcnow
+from ..redis_cleanup import CLEANUP_INTERVAL_S, clean_up_abandoned
 from ..redis_records import RECORD_FIELDS, record_from_redis, rq_timestamp
 from ..settings import Settings
 from ..tasks import TaskDef
@@ -55,7 +59,8 @@ class RedisBroker(Broker):
         assert settings.redis_url is not None
         self._tasks = tasks
         self._url = settings.redis_url
-        # A bounded pool that makes requests wait for a free connection instead of failing when busy
+        # A bounded pool: under load requests wait for a free connection instead of failing. A connection
+        # left over from before a Redis restart fails once; its command is retried on a fresh one.
         pool = aioredis.BlockingConnectionPool.from_url(
             settings.redis_url,
             max_connections=REDIS_CONNECTIONS,
@@ -63,27 +68,33 @@ class RedisBroker(Broker):
             socket_connect_timeout=2,
             socket_timeout=10,
             health_check_interval=15,
+            retry=AsyncRetry(NoBackoff(), 1),
+            retry_on_error=[RedisConnectionError],
         )
         self._redis = aioredis.Redis(connection_pool=pool)
-        # RQ builds job records only with a (sync) connection in hand; this one never does any I/O
-        self._rq_connection = SyncRedis.from_url(settings.redis_url)
+        # RQ's own code is sync: it builds job records (no I/O) and runs the cleanup (in a thread) with this
+        self._rq_connection = SyncRedis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=10)
         self._queues = {path: layout.queue_name(path) for path in tasks}
         self._submit = self._redis.register_script(scripts.SUBMIT)
         self._cancel = self._redis.register_script(scripts.CANCEL)
         self._watchers: dict[str, set[asyncio.Event]] = {}
-        self._listener: asyncio.Task[None] | None = None
+        self._background: list[asyncio.Task[None]] = []
         self._registered_queues = False
 
     # -- lifecycle ---------------------------------------------------------------------------------
     async def start(self) -> None:
-        self._listener = asyncio.create_task(self._listen(), name="fasttask-redis-events")
+        self._background = [
+            asyncio.create_task(self._listen(), name="fasttask-redis-events"),
+            asyncio.create_task(self._clean_up_periodically(), name="fasttask-redis-cleanup"),
+        ]
 
     async def close(self) -> None:
-        if self._listener is not None:
-            self._listener.cancel()
+        for task in self._background:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._listener
+                await task
         await self._redis.aclose(close_connection_pool=True)
+        self._rq_connection.close()
 
     async def ready(self) -> bool:
         try:
@@ -277,6 +288,16 @@ class RedisBroker(Broker):
             self._wake_all()
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 5.0)
+
+    async def _clean_up_periodically(self) -> None:
+        """Also from API processes: a cluster whose workers all died still ends their jobs."""
+        owner = f"api-{os.getpid()}"
+        while True:
+            await asyncio.sleep(CLEANUP_INTERVAL_S)
+            try:
+                await asyncio.to_thread(clean_up_abandoned, self._rq_connection, self._queues.values(), owner)
+            except (RedisError, OSError) as exc:
+                logger.warning("cleanup of abandoned jobs skipped: %s", exc)
 
     def _wake_all(self) -> None:
         for watchers in self._watchers.values():

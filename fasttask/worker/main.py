@@ -24,7 +24,10 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import redis
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.retry import Retry as RedisRetry
 
 from .. import redis_layout as layout
 from .. import redis_scripts as scripts
@@ -104,7 +107,13 @@ class Worker:
         self.queues = {layout.queue_name(path): task for path, task in self.tasks.items()}
         self.name = name or f"fasttask-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.grace_s = app.settings.worker_grace_s if grace_s is None else grace_s
-        self.redis = redis.Redis.from_url(redis_url, socket_connect_timeout=2, socket_timeout=10)
+        self.redis = redis.Redis.from_url(
+            redis_url,
+            socket_connect_timeout=2,
+            socket_timeout=10,
+            retry=RedisRetry(NoBackoff(), 1),  # a connection from before a Redis restart fails once
+            retry_on_error=[RedisConnectionError],
+        )
         self._claim_script = self.redis.register_script(scripts.CLAIM)
         self._finish_script = self.redis.register_script(scripts.FINISH)
         self._requeue_script = self.redis.register_script(scripts.REQUEUE)
@@ -121,6 +130,8 @@ class Worker:
     def run(self) -> int:
         """Work until stopped (SIGTERM/SIGINT, or `stop()`); returns the exit code."""
         if self._install_signals:
+            # a process that replaced itself inherits the signal mask of the task that got it stuck
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR1, signal.SIGTERM, signal.SIGINT})
             signal.signal(signal.SIGTERM, lambda *_: self.stop())
             signal.signal(signal.SIGINT, lambda *_: self.stop())
             install_interrupt_signal(lambda: self._current is not None and self._current.stop.is_set())

@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING, Any
 from redis.exceptions import RedisError
 from rq import Queue
 from rq import Worker as RQWorker
-from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
 
 from .. import redis_layout as layout
+from ..redis_cleanup import CLEANUP_INTERVAL_S, clean_up_abandoned
 
 if TYPE_CHECKING:
     from .main import Worker
@@ -26,8 +26,6 @@ TICK_S = 0.1
 HEARTBEAT_S = 5.0
 WORKER_TTL_S = 30
 """The worker's RQ record expires this long after its last heartbeat: how long a dead worker stays listed."""
-CLEANUP_S = 10.0
-"""How often the live workers (one at a time, under a lock) run RQ's cleanup of abandoned jobs."""
 
 
 class Presence:
@@ -73,7 +71,7 @@ class Presence:
 
     def _keep_alive(self) -> None:
         next_beat = 0.0
-        next_cleanup = time.monotonic() + CLEANUP_S
+        next_cleanup = time.monotonic() + CLEANUP_INTERVAL_S
         while not self._closed.wait(TICK_S):
             claimed = self.worker.pending_progress_job()
             if claimed is not None:
@@ -84,7 +82,7 @@ class Presence:
                     next_beat = now + HEARTBEAT_S
                     self._beat()
                 if now >= next_cleanup:
-                    next_cleanup = now + CLEANUP_S
+                    next_cleanup = now + CLEANUP_INTERVAL_S
                     self._clean_up()
             except (RedisError, OSError) as exc:
                 logger.warning("heartbeat failed: %s", exc)
@@ -107,15 +105,7 @@ class Presence:
         pipe.execute()
 
     def _clean_up(self) -> None:
-        requeued = False
-        for name in self.worker.queues:
-            if self.worker.redis.set(layout.cleanup_lock_key(name), self.worker.name, nx=True, ex=int(CLEANUP_S)):
-                queue = Queue(name, connection=self.worker.redis, serializer=JSONSerializer)
-                registry = StartedJobRegistry(queue=queue, serializer=JSONSerializer)
-                before = queue.count
-                registry.cleanup()
-                requeued = requeued or queue.count > before
-        if requeued:
+        if clean_up_abandoned(self.worker.redis, self.worker.queues, self.worker.name):
             self.worker.ring()
 
     def _listen(self) -> None:

@@ -1,0 +1,37 @@
+"""RQ's cleanup of abandoned jobs, run by every live fasttask process, one at a time per queue.
+
+A job whose worker died keeps its StartedJobRegistry entry until the entry's lease runs out; RQ's
+`StartedJobRegistry.cleanup()` then re-queues it (while it has retries left) or fails it with
+`AbandonedJobError`. Workers and API processes both run it, so a cluster whose workers all died still
+ends such jobs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import redis
+from rq import Queue
+from rq.registry import StartedJobRegistry
+from rq.serializers import JSONSerializer
+
+from . import redis_layout as layout
+
+CLEANUP_INTERVAL_S = 10
+"""How often each live process tries; a lock in Redis lets one of them do it per interval."""
+
+
+def clean_up_abandoned(connection: redis.Redis, queues: Iterable[str], owner: str) -> bool:
+    """Run RQ's cleanup on the queues no other process cleaned in this interval; True if a job was re-queued."""
+    requeued = False
+    for name in queues:
+        if not connection.set(layout.cleanup_lock_key(name), owner, nx=True, ex=CLEANUP_INTERVAL_S):
+            continue
+        queue = Queue(name, connection=connection, serializer=JSONSerializer)
+        before = queue.count
+        StartedJobRegistry(queue=queue, serializer=JSONSerializer).cleanup()
+        requeued = requeued or queue.count > before
+    if requeued:
+        for name in queues:
+            connection.publish(layout.queued_channel(name), "cleanup")
+    return requeued

@@ -1,0 +1,301 @@
+"""The Redis queue with real processes: `fasttask serve` and `fasttask worker` subprocesses sharing a
+real redis-server, and each failure done for real (kill -9, SIGTERM, Redis stopped and restarted)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+
+from .conftest import free_port
+from .redis_server import RedisServer
+
+ROOT = Path(__file__).resolve().parent.parent
+APP = "tests.cluster_app:app"
+
+
+def wait_until(condition: Callable[[], Any], timeout_s: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = condition()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+class Cluster:
+    """Processes of one test: a redis-server of its own, API processes and workers."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.redis = RedisServer(directory / "redis").start()
+        self.env = {**os.environ, "FTAPI_REDIS_URL": self.redis.url, "PYTHONPATH": str(ROOT)}
+        self.processes: list[subprocess.Popen[bytes]] = []
+        self.apis: list[str] = []
+
+    def spawn(self, *argv: str, name: str) -> subprocess.Popen[bytes]:
+        log = (self.directory / f"{name}.log").open("ab")
+        process = subprocess.Popen(
+            [sys.executable, "-m", "fasttask", *argv], env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT
+        )
+        log.close()
+        self.processes.append(process)
+        return process
+
+    def api(self) -> str:
+        port = free_port()
+        process = self.spawn("serve", APP, "--port", str(port), "--log-level", "warning", name=f"api-{port}")
+        url = f"http://127.0.0.1:{port}"
+
+        def healthy() -> bool:
+            assert process.poll() is None, self.log(f"api-{port}")
+            try:
+                return httpx.get(f"{url}/health").status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_until(healthy, 30, "the API process")
+        self.apis.append(url)
+        return url
+
+    def worker(self, *options: str) -> subprocess.Popen[bytes]:
+        before = self.worker_count()
+        process = self.spawn("worker", APP, *options, name=f"worker-{len(self.processes)}")
+        wait_until(lambda: self.worker_count() > before or process.poll() is not None, 30, "the worker to register")
+        assert process.poll() is None, self.log(f"worker-{len(self.processes) - 1}")
+        return process
+
+    def worker_count(self) -> int:
+        with redis.Redis.from_url(self.redis.url) as connection:
+            return int(connection.scard("rq:workers"))
+
+    def client(self) -> redis.Redis:
+        return redis.Redis.from_url(self.redis.url)
+
+    def log(self, name: str) -> str:
+        path = self.directory / f"{name}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def close(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.kill()
+            process.wait(10)
+        self.redis.stop()
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    processes = Cluster(tmp_path)
+    yield processes
+    processes.close()
+
+
+def submit(url: str, path: str, **params: Any) -> dict[str, Any]:
+    response = httpx.post(f"{url}{path}", json=params, timeout=30)
+    assert response.status_code == 202, response.text
+    job: dict[str, Any] = response.json()
+    return job
+
+
+def final(url: str, job_id: str, timeout_s: float = 90) -> dict[str, Any]:
+    """Long-poll until the job ends (each poll at most 30 s)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        response = httpx.get(f"{url}/jobs/{job_id}", params={"wait": 30}, timeout=40)
+        assert response.status_code == 200, response.text
+        job: dict[str, Any] = response.json()
+        if job["status"] in ("finished", "failed", "cancelled", "timeout"):
+            return job
+        assert time.monotonic() < deadline, f"job stayed {job['status']}: {job}"
+
+
+def running(url: str, job_id: str) -> bool:
+    return bool(httpx.get(f"{url}/jobs/{job_id}").json()["status"] == "running")
+
+
+def test_queue_limit_holds_across_api_processes(cluster: Cluster) -> None:
+    urls = [cluster.api(), cluster.api()]
+
+    async def burst() -> list[int]:
+        async with httpx.AsyncClient(timeout=30) as client:
+            calls = [client.post(f"{urls[i % 2]}/limited", json={}) for i in range(30)]
+            return [response.status_code for response in await asyncio.gather(*calls)]
+
+    codes = asyncio.run(burst())
+    assert codes.count(202) == 3
+    assert codes.count(429) == 27
+    queues = httpx.get(f"{urls[1]}/queues").json()["queues"]
+    assert next(q for q in queues if q["endpoint"] == "/limited")["queued"] == 3
+
+
+def test_cluster_script_runs_500_jobs_exactly_once(tmp_path: Path) -> None:
+    base = free_port()
+    while free_port() in (base + 1,):
+        base = free_port()
+    redis_port = free_port()
+    script = subprocess.Popen(
+        [
+            sys.executable, str(ROOT / "scripts" / "cluster"), "--app", APP, "--apis", "2", "--workers", "3",
+            "--port", str(base), "--redis-port", str(redis_port), "--dir", str(tmp_path / "cluster"),
+        ],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        assert script.stdout is not None
+        urls = []
+        while len(urls) < 2:
+            line = script.stdout.readline()
+            assert line, script.stderr.read() if script.stderr else "the cluster script stopped"
+            if line.startswith("api: "):
+                urls.append(line.split(" ", 1)[1].strip())
+        connection = redis.Redis(port=redis_port)
+        wait_until(lambda: connection.scard("rq:workers") == 3, 30, "three workers")
+
+        async def run_all() -> list[dict[str, Any]]:
+            limits = asyncio.Semaphore(32)
+            async with httpx.AsyncClient(timeout=60) as client:
+
+                async def one(n: int) -> dict[str, Any]:
+                    async with limits:
+                        url = urls[n % 2]
+                        job = (await client.post(f"{url}/echo", json={"n": n})).json()
+                        # read it back through the other API process
+                        other = urls[(n + 1) % 2]
+                        done = await client.get(f"{other}/jobs/{job['id']}", params={"wait": 50})
+                        result: dict[str, Any] = done.json()
+                        return result
+
+                return await asyncio.gather(*(one(n) for n in range(500)))
+
+        jobs = asyncio.run(run_all())
+        assert [job["status"] for job in jobs] == ["finished"] * 500
+        assert [job["result"] for job in jobs] == [n * 2 for n in range(500)]
+        runs = {key.decode(): int(count) for key, count in connection.hgetall("test:runs").items()}
+        assert runs == {f"echo:{n}": 1 for n in range(500)}
+        assert len(set(connection.hvals("test:ran_on"))) > 1, "the jobs should spread over the workers"
+        connection.close()
+    finally:
+        script.send_signal(signal.SIGTERM)
+        _, errors = script.communicate(timeout=90)
+    assert script.returncode == 0, errors
+
+
+def test_kill_9_of_a_worker_mid_job_runs_the_job_again_elsewhere(cluster: Cluster) -> None:
+    url = cluster.api()
+    first, second = cluster.worker(), cluster.worker()
+    job = submit(url, "/sleep", key="k9", seconds=2)
+    wait_until(lambda: running(url, job["id"]), 20, "the job to start")
+    with cluster.client() as connection:
+        pid = int(wait_until(lambda: connection.hget("test:ran_on", "sleep:k9"), 10, "the run record"))
+    victim = first if first.pid == pid else second
+    survivor = second if victim is first else first
+    victim.send_signal(signal.SIGKILL)
+    victim.wait(10)
+    done = final(url, job["id"], timeout_s=60)
+    assert done["status"] == "finished", done
+    assert done["result"] == "slept k9"
+    with cluster.client() as connection:
+        assert int(connection.hget("test:runs", "sleep:k9") or 0) == 2
+        assert int(connection.hget("test:ran_on", "sleep:k9") or 0) == survivor.pid
+
+
+def test_a_job_whose_workers_all_die_ends_failed_not_running(cluster: Cluster) -> None:
+    url = cluster.api()
+    job_id = submit(url, "/sleep", key="lost", seconds=30)["id"]
+    with cluster.client() as connection:
+        for attempt in (1, 2):  # re-queued once by default, then given up
+            worker = cluster.worker()
+            ran_here = str(worker.pid).encode()
+            wait_until(lambda pid=ran_here: connection.hget("test:ran_on", "sleep:lost") == pid, 60, f"run {attempt}")
+            worker.send_signal(signal.SIGKILL)
+            worker.wait(10)
+    done = final(url, job_id, timeout_s=60)
+    assert done["status"] == "failed"
+    assert done["error"]["type"] == "AbandonedJobError"
+    assert "worker" in done["error"]["message"]
+
+
+def test_sigterm_lets_the_current_job_finish_then_exits_0(cluster: Cluster) -> None:
+    url = cluster.api()
+    worker = cluster.worker()
+    job = submit(url, "/sleep", key="term", seconds=1.5)
+    wait_until(lambda: running(url, job["id"]), 20, "the job to start")
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(30) == 0
+    assert final(url, job["id"])["result"] == "slept term"
+    assert cluster.worker_count() == 0
+
+
+def test_a_job_cut_off_by_the_grace_period_is_requeued(cluster: Cluster) -> None:
+    url = cluster.api()
+    worker = cluster.worker("--grace", "0.5")
+    job = submit(url, "/sleep", key="cut", seconds=4)
+    wait_until(lambda: running(url, job["id"]), 20, "the job to start")
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(30) == 0
+    assert httpx.get(f"{url}/jobs/{job['id']}").json()["status"] == "queued"
+    cluster.worker()
+    done = final(url, job["id"])
+    assert done["status"] == "finished"
+    with cluster.client() as connection:
+        assert int(connection.hget("test:runs", "sleep:cut") or 0) == 2
+
+
+def test_redis_outage_answers_503_and_everything_recovers_with_aof(cluster: Cluster) -> None:
+    url = cluster.api()
+    echo_worker = cluster.worker("--endpoints", "/echo")
+    before = submit(url, "/echo", n=21)
+    assert final(url, before["id"])["result"] == 42
+    waiting = submit(url, "/limited")  # nobody serves /limited yet: it stays queued
+
+    cluster.redis.stop()
+    outage = httpx.post(f"{url}/echo", json={"n": 1})
+    assert outage.status_code == 503
+    assert "Redis" in outage.json()["detail"]
+    assert httpx.get(f"{url}/jobs/{before['id']}").status_code == 503
+    assert httpx.get(f"{url}/ready").status_code == 503
+    assert httpx.get(f"{url}/health").status_code == 200
+    time.sleep(1.5)  # the worker meets the outage too
+    cluster.redis.start()
+
+    wait_until(lambda: httpx.get(f"{url}/ready").status_code == 200, 30, "the API to see Redis again")
+    assert httpx.get(f"{url}/jobs/{before['id']}").json()["result"] == 42  # finished results survive
+    assert httpx.get(f"{url}/jobs/{waiting['id']}").json()["status"] == "queued"  # queued jobs survive
+    after = submit(url, "/echo", n=5)
+    assert final(url, after["id"])["result"] == 10  # the same worker process, reconnected
+    assert echo_worker.poll() is None
+    cluster.worker("--endpoints", "/limited")
+    assert final(url, waiting["id"])["result"] == "ran"
+
+
+def test_a_task_that_cannot_be_interrupted_gets_its_process_replaced(cluster: Cluster) -> None:
+    url = cluster.api()
+    worker = cluster.worker("--endpoints", "/stubborn,/echo")
+    with cluster.client() as connection:
+        name_before = {member.decode() for member in connection.smembers("rq:workers")}
+    job = submit(url, "/stubborn", key="s")
+    done = final(url, job["id"], timeout_s=30)
+    assert done["status"] == "timeout"
+    # the worker replaces itself (same pid, new RQ worker), then goes on with the next job
+    later = submit(url, "/echo", n=4)
+    assert final(url, later["id"], timeout_s=60)["result"] == 8
+    assert worker.poll() is None
+    with cluster.client() as connection:
+        names_after = {member.decode() for member in connection.smembers("rq:workers")}
+    assert names_after and names_after.isdisjoint(name_before)
