@@ -8,6 +8,7 @@ import logging
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
@@ -22,6 +23,7 @@ from .hotpath import HotPath, parse_wait
 from .jobs import JobRecord
 from .openapi import install_openapi
 from .params import read_params
+from .ranges import byte_range
 from .responses import RequestValidationFailed, error_response, json_response
 from .tasks import TaskDef
 
@@ -139,11 +141,18 @@ def _add_job_routes(api: FastAPI, broker: Broker) -> None:
         return StreamingResponse(_sse(events), media_type="text/event-stream", headers=SSE_HEADERS)
 
     @api.get("/jobs/{job_id}/files/{index}", tags=["jobs"], summary="Download a file the job returned")
-    async def job_file(job_id: str, index: int) -> StreamingResponse:
+    async def job_file(job_id: str, index: int, request: Request) -> StreamingResponse:
         file = await broker.result_file(job_id, index)
-        name = file.file_name.replace('"', "")
-        headers = {"Content-Length": str(file.size), "Content-Disposition": f'attachment; filename="{name}"'}
-        return StreamingResponse(file.chunks, media_type=file.content_type, headers=headers)
+        name = quote(file.file_name.replace('"', ""))
+        headers = {"Accept-Ranges": "bytes", "Content-Disposition": f"attachment; filename*=UTF-8''{name}"}
+        span = byte_range(request.headers.get("range"), file.size)
+        if span is None:
+            headers["Content-Length"] = str(file.size)
+            return StreamingResponse(file.read(0, file.size), media_type=file.content_type, headers=headers)
+        start, end = span
+        headers["Content-Length"] = str(end - start)
+        headers["Content-Range"] = f"bytes {start}-{end - 1}/{file.size}"
+        return StreamingResponse(file.read(start, end), 206, headers, media_type=file.content_type)
 
     async def legacy_status(request: Request) -> Response:
         job_id = request.query_params.get("job_id")

@@ -3,6 +3,7 @@
 * FastTaskError
   x InvalidInput 422        x JobNotFound 404       x JobAlreadyFinal 409
   x QueueFull 429 (+Retry-After)                    x PayloadTooLarge 413
+  x RangeNotSatisfiable 416
   x Unauthorized 401        x BackendUnavailable 503
   x ConfigError (start-up only)
 * JobCancelled (raised inside a task whose job was cancelled or timed out)
@@ -59,6 +60,12 @@ class PayloadTooLarge(FastTaskError):
     """Raised when an upload or a download exceeds FTAPI_MAX_FILE_MB."""
 
     status_code = 413
+
+
+class RangeNotSatisfiable(FastTaskError):
+    """Raised when a download's `Range` header asks for bytes the file does not have."""
+
+    status_code = 416
 
 
 class Unauthorized(FastTaskError):

@@ -122,8 +122,15 @@ class MediaFile:
         return io.BytesIO(self._buffer.read())
 
     def iter_chunks(self, chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytes]:
+        yield from self.iter_range(0, self.size, chunk_bytes)
+
+    def iter_range(self, start: int, end: int, chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytes]:
+        """The bytes [start, end) in chunks."""
         with self.open() as stream:
-            while chunk := stream.read(chunk_bytes):
+            stream.seek(start)
+            remaining = end - start
+            while remaining > 0 and (chunk := stream.read(min(chunk_bytes, remaining))):
+                remaining -= len(chunk)
                 yield chunk
 
     def to_bytes(self) -> bytes:

@@ -4,29 +4,47 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import parse_qsl
 
 from pydantic import ValidationError
-from starlette.datastructures import FormData, UploadFile
 from starlette.requests import Request
 
-from .errors import InvalidInput, PayloadTooLarge
-from .files import MediaFile, close_files
+from .errors import PayloadTooLarge
+from .files import close_files
+from .multipart import MultipartReader, boundary_of
 from .responses import RequestValidationFailed
 from .tasks import TaskDef, validation_errors
 
-MAX_FORM_FIELDS = 1000
-MAX_FORM_FILES = 100
-MAX_FORM_PART_BYTES = 16 * 1024 * 1024
-"""Largest non-file multipart field: base64 files sent as form fields must fit."""
+BODY_OVERHEAD_BYTES = 1024 * 1024
+"""Besides one file's base64 (4/3 of FTAPI_MAX_FILE_MB), what a JSON or urlencoded body may hold."""
+
+
+def body_limit(max_file_bytes: int) -> int:
+    """Largest JSON or urlencoded body: one file of the largest size as base64, plus the other fields."""
+    return max_file_bytes * 4 // 3 + BODY_OVERHEAD_BYTES
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it passes `limit` (before it is all in memory)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"the request body is larger than {limit // (1024 * 1024)} MB")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise PayloadTooLarge(f"the request body is larger than {limit // (1024 * 1024)} MB")
+    return bytes(body)
 
 
 async def read_params(request: Request, task: TaskDef, max_file_bytes: int) -> dict[str, Any]:
     """The validated keyword arguments of a task call."""
     data: dict[str, Any] = _multi_dict(request.query_params.multi_items(), task)
     location = "query"
-    content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    content_type_header = request.headers.get("content-type", "")
+    content_type = content_type_header.split(";", 1)[0].strip().lower()
     if content_type == "application/json" or content_type.endswith("+json"):
-        body = await request.body()
+        body = await read_body(request, body_limit(max_file_bytes))
         if body.strip():
             location = "body"
             try:
@@ -40,18 +58,15 @@ async def read_params(request: Request, task: TaskDef, max_file_bytes: int) -> d
                     [{"type": "model_attributes_type", "loc": ["body"], "msg": "the body must be a JSON object"}]
                 )
             data.update(parsed)
-    elif content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
+    elif content_type == "application/x-www-form-urlencoded":
         location = "body"
-        try:
-            form = await request.form(
-                max_files=MAX_FORM_FILES, max_fields=MAX_FORM_FIELDS, max_part_size=MAX_FORM_PART_BYTES
-            )
-        except Exception as exc:  # starlette raises its own HTTPException or MultiPartException
-            raise InvalidInput(f"could not parse the form: {getattr(exc, 'detail', exc)}") from None
-        try:
-            data.update(_form_values(form, task, max_file_bytes))
-        finally:
-            await form.close()  # the uploads' spools were copied into MediaFiles
+        body = await read_body(request, body_limit(max_file_bytes))
+        pairs = parse_qsl(body.decode("latin-1"), keep_blank_values=True, encoding="utf-8", errors="replace")
+        data.update(_multi_dict(pairs, task))
+    elif content_type == "multipart/form-data":
+        location = "body"
+        reader = MultipartReader(boundary_of(content_type_header), max_file_bytes)
+        data.update(_multi_dict(await reader.read(request.stream()), task))
     try:
         return task.validate(data, max_file_bytes)
     except ValidationError as exc:
@@ -87,17 +102,3 @@ def _maybe_json(key: str, value: Any, task: TaskDef) -> Any:
             except ValueError:
                 return value
     return value
-
-
-def _form_values(form: FormData, task: TaskDef, max_file_bytes: int) -> dict[str, Any]:
-    items: list[tuple[str, Any]] = []
-    for key, value in form.multi_items():
-        if isinstance(value, UploadFile):
-            if value.size is not None and value.size > max_file_bytes:
-                raise PayloadTooLarge(f"file {value.filename!r} is larger than {max_file_bytes // (1024 * 1024)} MB")
-            value.file.seek(0)
-            media = MediaFile.from_stream(value.file, value.filename, value.content_type, max_file_bytes)
-            items.append((key, media))
-        else:
-            items.append((key, value))
-    return _multi_dict(items, task)

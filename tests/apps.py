@@ -128,6 +128,14 @@ def make_app(probe: Probe | None = None, **settings: Any) -> FastTaskAPI:
     def sizes(files: list[MediaFile]) -> dict[str, int]:
         return {f.file_name: f.size for f in files}
 
+    @app.task_endpoint("/echo_file")
+    def echo_file(file: MediaFile) -> MediaFile:
+        return file
+
+    @app.task_endpoint("/maybe_image")
+    def maybe_image(image: ImageFile | None = None, images: list[ImageFile] | None = None) -> dict[str, Any]:
+        return {"image": image.size if image else None, "images": [i.file_name for i in images or []]}
+
     @app.task_endpoint("/lookup", methods=["GET", "POST"])
     def lookup(key: str) -> str:
         return key.upper()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -21,12 +21,12 @@ class JobEvent:
 
 @dataclass(frozen=True)
 class ResultFile:
-    """A file a job returned, ready to send: its metadata and its content in chunks."""
+    """A file a job returned, ready to send: its metadata, and its bytes [start, end) in chunks."""
 
     file_name: str
     content_type: str
     size: int
-    chunks: Iterator[bytes]
+    read: Callable[[int, int], Iterator[bytes]]
 
 
 @dataclass(frozen=True)

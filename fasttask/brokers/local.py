@@ -132,7 +132,7 @@ class LocalBroker(Broker):
         if not 0 <= index < len(job.files):
             raise JobNotFound(f"{job_id}/files/{index}")
         media = job.files[index]
-        return ResultFile(media.file_name, media.content_type, media.size, media.iter_chunks())
+        return ResultFile(media.file_name, media.content_type, media.size, media.iter_range)
 
     async def queues(self) -> list[QueueInfo]:
         worker = {"name": f"embedded-{os.getpid()}", "concurrency": self._concurrency}

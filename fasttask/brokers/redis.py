@@ -168,7 +168,7 @@ class RedisBroker(Broker):
             raise JobNotFound(f"{job_id}/files/{index}")
         fields = {_as_bytes(k): _as_bytes(v) for k, v in raw.items()}
         content, name, kind = fields[b"content"], fields[b"file_name"], fields[b"content_type"]
-        return ResultFile(name.decode(), kind.decode(), len(content), iter((content,)))
+        return ResultFile(name.decode(), kind.decode(), len(content), lambda start, end: iter((content[start:end],)))
 
     async def queues(self) -> list[QueueInfo]:
         pipe = self._redis.pipeline(transaction=False)
