@@ -22,9 +22,10 @@ from .errors import FastTaskError, InvalidInput
 from .hotpath import HotPath, parse_wait
 from .jobs import JobRecord
 from .openapi import install_openapi
-from .params import read_params
+from .params import InputLimits, read_params
 from .ranges import byte_range
 from .responses import RequestValidationFailed, error_response, json_response
+from .settings import Settings
 from .tasks import TaskDef
 
 if TYPE_CHECKING:
@@ -42,10 +43,10 @@ def build_asgi(service: FastTaskAPI) -> tuple[ASGIApp, FastAPI]:
     settings = service.settings
     api = build_api(service)
     broker: Broker = api.state.broker
-    max_file_bytes = int(settings.max_file_mb * 1024 * 1024)
+    limits = input_limits(settings)
     routes = {}
     for task in service.tasks.values():
-        submit = _submit_route(broker, task, max_file_bytes)
+        submit = _submit_route(broker, task, limits)
         routes.update({(method, task.path): submit for method in task.methods})
     app: ASGIApp = HotPath(api, routes, _read_job_route(broker))
     if settings.api_key:
@@ -56,7 +57,7 @@ def build_asgi(service: FastTaskAPI) -> tuple[ASGIApp, FastAPI]:
 def build_api(service: FastTaskAPI) -> FastAPI:
     settings = service.settings
     broker = create_broker(settings, service.tasks, service)
-    max_file_bytes = int(settings.max_file_mb * 1024 * 1024)
+    limits = input_limits(settings)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -71,7 +72,7 @@ def build_api(service: FastTaskAPI) -> FastAPI:
     _install_error_handlers(api)
 
     for task in service.tasks.values():
-        submit = _submit_route(broker, task, max_file_bytes)
+        submit = _submit_route(broker, task, limits)
         for method in task.methods:  # one route per method keeps OpenAPI operation ids unique
             api.add_api_route(
                 task.path,
@@ -90,11 +91,15 @@ def build_api(service: FastTaskAPI) -> FastAPI:
     return api
 
 
+def input_limits(settings: Settings) -> InputLimits:
+    return InputLimits(int(settings.max_file_mb * 1024 * 1024), settings.allow_private_urls)
+
+
 def _submit_route(
-    broker: Broker, task: TaskDef, max_file_bytes: int
+    broker: Broker, task: TaskDef, limits: InputLimits
 ) -> Callable[[Request], Coroutine[Any, Any, Response]]:
     async def submit(request: Request) -> Response:
-        params = await read_params(request, task, max_file_bytes)
+        params = await read_params(request, task, limits)
         record = await broker.submit(task, params)
         return json_response(record.to_json(), 202, {"Location": f"/jobs/{record.id}"})
 

@@ -44,6 +44,8 @@ class MediaFile:
             max_size=SPOOL_IN_MEMORY_BYTES
         )
         self._size = 0
+        self.source_url: str | None = None
+        """Set on a parameter given as a URL until the API process has downloaded it."""
 
     # -- building -----------------------------------------------------------------------------------
     @classmethod
@@ -206,7 +208,9 @@ class MediaFile:
                 return cls.from_bytes(bytes(value))
             if isinstance(value, str):
                 if value.startswith(("http://", "https://")):
-                    raise ValueError("URL inputs are not supported by this server; send the file's content")
+                    remote = cls()
+                    remote.source_url = value
+                    return remote
                 return cls.from_base64(value, max_bytes=max_bytes)
             if isinstance(value, dict) and isinstance(value.get("content"), str):
                 return cls.from_base64(
@@ -217,6 +221,14 @@ class MediaFile:
         raise PydanticCustomError(
             "file_type", "expected a file: an upload, a base64 string, a data URI or {file_name, content}"
         )
+
+    def take_content(self, other: MediaFile) -> None:
+        """Hold `other`'s content from now on (a downloaded URL parameter), keeping this file's kind."""
+        self._buffer.close()
+        self.__dict__.update({k: v for k, v in other.__dict__.items() if k in ("_buffer", "_size", "file_name")})
+        if other.content_type != other.default_content_type or self.content_type == self.default_content_type:
+            self.content_type = other.content_type
+        self.source_url = None
 
     @classmethod
     def _adopt(cls, other: MediaFile) -> MediaFile:
@@ -242,6 +254,18 @@ class VideoFile(MediaFile):
     """A video file."""
 
     default_content_type = "video/mp4"
+
+
+def iter_files(value: Any) -> Iterator[MediaFile]:
+    """The MediaFiles in `value`, also inside lists, tuples and dicts."""
+    if isinstance(value, MediaFile):
+        yield value
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from iter_files(item)
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from iter_files(item)
 
 
 def close_files(values: Iterable[Any], keep: Collection[MediaFile] = ()) -> None:

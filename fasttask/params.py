@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
 
 from pydantic import ValidationError
 from starlette.requests import Request
 
-from .errors import PayloadTooLarge
-from .files import close_files
+from .errors import InvalidInput, PayloadTooLarge
+from .fetch import UrlRefused, download
+from .files import close_files, iter_files
 from .multipart import MultipartReader, boundary_of
 from .responses import RequestValidationFailed
 from .tasks import TaskDef, validation_errors
@@ -37,8 +39,17 @@ async def read_body(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
-async def read_params(request: Request, task: TaskDef, max_file_bytes: int) -> dict[str, Any]:
-    """The validated keyword arguments of a task call."""
+@dataclass(frozen=True)
+class InputLimits:
+    """What a request may bring: the largest file, and whether URLs may point at private addresses."""
+
+    max_file_bytes: int
+    allow_private_urls: bool = False
+
+
+async def read_params(request: Request, task: TaskDef, limits: InputLimits) -> dict[str, Any]:
+    """The validated keyword arguments of a task call, URL file parameters downloaded."""
+    max_file_bytes = limits.max_file_bytes
     data: dict[str, Any] = _multi_dict(request.query_params.multi_items(), task)
     location = "query"
     content_type_header = request.headers.get("content-type", "")
@@ -68,13 +79,32 @@ async def read_params(request: Request, task: TaskDef, max_file_bytes: int) -> d
         reader = MultipartReader(boundary_of(content_type_header), max_file_bytes)
         data.update(_multi_dict(await reader.read(request.stream()), task))
     try:
-        return task.validate(data, max_file_bytes)
+        params = task.validate(data, max_file_bytes)
     except ValidationError as exc:
         close_files(data.values())
         raise RequestValidationFailed(validation_errors(exc, location)) from None
     except BaseException:
         close_files(data.values())
         raise
+    try:
+        await _download_url_files(params, limits, location)
+    except BaseException:
+        close_files(params.values())
+        raise
+    return params
+
+
+async def _download_url_files(params: dict[str, Any], limits: InputLimits, location: str) -> None:
+    for name, value in params.items():
+        for media in iter_files(value):
+            if media.source_url is None:
+                continue
+            try:
+                downloaded = await download(media.source_url, limits.max_file_bytes, limits.allow_private_urls)
+            except InvalidInput as exc:
+                kind = "url_refused" if isinstance(exc, UrlRefused) else "url_download"
+                raise RequestValidationFailed([{"type": kind, "loc": [location, name], "msg": exc.detail}]) from None
+            media.take_content(downloaded)
 
 
 def _multi_dict(items: list[tuple[str, Any]], task: TaskDef) -> dict[str, Any]:

@@ -35,6 +35,7 @@ class Settings:
     worker_grace_s: float = 30.0
     runpod_stream: bool = False
     debug: bool = False
+    allow_private_urls: bool = False
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -72,7 +73,11 @@ class Settings:
                     values[key] = cast(value)
                 except ValueError:
                     raise ConfigError(f"FTAPI_{name}={value!r} is not a number") from None
-        for name, key in (("RUNPOD_STREAM", "runpod_stream"), ("DEBUG", "debug")):
+        for name, key in (
+            ("RUNPOD_STREAM", "runpod_stream"),
+            ("DEBUG", "debug"),
+            ("ALLOW_PRIVATE_URLS", "allow_private_urls"),
+        ):
             if (value := get(name)) is not None:
                 values[key] = value.lower() in _TRUE
         queue = get("QUEUE")

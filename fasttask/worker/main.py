@@ -156,6 +156,7 @@ class Worker:
             self.guard.close()
             self.presence.close()
             self._loop.close()
+            self.redis.close()
         return 0
 
     def stop(self) -> None:
