@@ -7,6 +7,7 @@
   x Unauthorized 401        x BackendUnavailable 503
   x ConfigError (start-up only)
 * JobCancelled (raised inside a task whose job was cancelled or timed out)
+* MissingExtra (an ImportError: a feature's optional dependency is not installed)
 """
 
 from __future__ import annotations
@@ -82,6 +83,10 @@ class BackendUnavailable(FastTaskError):
 
 class ConfigError(FastTaskError):
     """Raised at start-up when settings or task definitions are invalid."""
+
+
+class MissingExtra(ImportError):
+    """Raised when a feature needs an optional dependency that is not installed; says which extra to add."""
 
 
 class JobCancelled(Exception):

@@ -19,6 +19,7 @@ from typing import IO, Any, BinaryIO
 from pydantic import GetCoreSchemaHandler, GetJsonSchemaHandler
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import PydanticCustomError, core_schema
+from typing_extensions import Self
 
 from .errors import PayloadTooLarge
 
@@ -153,6 +154,32 @@ class MediaFile:
 
     def close(self) -> None:
         self._buffer.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- media-toolkit (the `media` extra) ------------------------------------------------------------
+    def to_np_array(self, **options: Any) -> Any:
+        """The decoded content as a numpy array (images in opencv's BGR order); needs `fasttask[media]`."""
+        from .media import to_np_array
+
+        return to_np_array(self, **options)
+
+    def to_media_toolkit(self) -> Any:
+        """The same file as a media-toolkit object of the matching kind; needs `fasttask[media]`."""
+        from .media import to_toolkit
+
+        return to_toolkit(self)
+
+    @classmethod
+    def from_np_array(cls, array: Any, **options: Any) -> MediaFile:
+        """Encode a numpy array as a file of this kind (e.g. `ImageFile.from_np_array(a, img_type="png")`)."""
+        from .media import from_np_array
+
+        return from_np_array(cls, array, **options)
 
     def __repr__(self) -> str:
         kind = type(self).__name__
