@@ -47,6 +47,8 @@ class MediaFile:
         self._size = 0
         self.source_url: str | None = None
         """Set on a parameter given as a URL until the API process has downloaded it."""
+        self.object_key: str | None = None
+        """Set while the content lives in object storage (between the API process and a worker)."""
 
     # -- building -----------------------------------------------------------------------------------
     @classmethod
@@ -193,7 +195,18 @@ class MediaFile:
         return core_schema.with_info_plain_validator_function(cls._validate, serialization=serializer)
 
     def to_dict(self) -> dict[str, Any]:
-        """`{file_name, content_type, content: <base64>}`: the dict form file parameters accept."""
+        """`{file_name, content_type, content: <base64>}`: the dict form file parameters accept.
+
+        A file already in object storage is `{file_name, content_type, size, object: <key>}` instead, a
+        form only workers accept (from job records), never clients.
+        """
+        if self.object_key is not None:
+            return {
+                "file_name": self.file_name,
+                "content_type": self.content_type,
+                "size": self.size,
+                "object": self.object_key,
+            }
         return {"file_name": self.file_name, "content_type": self.content_type, "content": self.to_base64()}
 
     @classmethod
@@ -239,6 +252,11 @@ class MediaFile:
                     remote.source_url = value
                     return remote
                 return cls.from_base64(value, max_bytes=max_bytes)
+            if isinstance(value, dict) and isinstance(value.get("object"), str) and context.get("trusted_objects"):
+                stored = cls(value.get("file_name"), value.get("content_type"))
+                stored.object_key = value["object"]
+                stored._size = int(value.get("size") or 0)
+                return stored
             if isinstance(value, dict) and isinstance(value.get("content"), str):
                 return cls.from_base64(
                     value["content"], value.get("file_name"), value.get("content_type"), max_bytes=max_bytes
@@ -250,12 +268,13 @@ class MediaFile:
         )
 
     def take_content(self, other: MediaFile) -> None:
-        """Hold `other`'s content from now on (a downloaded URL parameter), keeping this file's kind."""
+        """Hold `other`'s content from now on (a downloaded parameter), keeping this file's kind."""
         self._buffer.close()
         self.__dict__.update({k: v for k, v in other.__dict__.items() if k in ("_buffer", "_size", "file_name")})
         if other.content_type != other.default_content_type or self.content_type == self.default_content_type:
             self.content_type = other.content_type
         self.source_url = None
+        self.object_key = None
 
     @classmethod
     def _adopt(cls, other: MediaFile) -> MediaFile:

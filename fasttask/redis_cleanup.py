@@ -16,6 +16,7 @@ from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
 
 from . import redis_layout as layout
+from .storage import ObjectStore
 
 CLEANUP_INTERVAL_S = 10
 """How often each live process tries; a lock in Redis lets one of them do it per interval."""
@@ -35,3 +36,10 @@ def clean_up_abandoned(connection: redis.Redis, queues: Iterable[str], owner: st
         for name in queues:
             connection.publish(layout.queued_channel(name), "cleanup")
     return requeued
+
+
+def sweep_storage(connection: redis.Redis, store: ObjectStore | None, owner: str) -> int:
+    """Delete expired objects from the bucket, one process per interval; returns how many."""
+    if store is None or not connection.set(layout.cleanup_lock_key("storage"), owner, nx=True, ex=CLEANUP_INTERVAL_S):
+        return 0
+    return store.sweep()

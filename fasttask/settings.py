@@ -28,6 +28,10 @@ class Settings:
     redis_url: str | None = None
     s3_bucket: str | None = None
     s3_endpoint_url: str | None = None
+    s3_public_url: str | None = None
+    """Where clients reach the storage; when set, file results are given as presigned URLs against it."""
+    s3_inline_kb: float = 256.0
+    """File parameters up to this size travel inside the job; larger ones go through the bucket."""
     api_key: str | None = field(default=None, repr=False)
     max_file_mb: float = 1024.0
     concurrency: int | None = None
@@ -60,6 +64,8 @@ class Settings:
                 values[key] = value
         if (value := get("S3_ENDPOINT_URL")) is not None:
             values["s3_endpoint_url"] = value
+        if (value := get("S3_PUBLIC_URL")) is not None:
+            values["s3_public_url"] = value
         if (value := get("API_KEY")) is not None:
             values["api_key"] = value
         for name, key, cast in (
@@ -67,6 +73,7 @@ class Settings:
             ("MAX_FILE_MB", "max_file_mb", float),
             ("CONCURRENCY", "concurrency", int),
             ("WORKER_GRACE_S", "worker_grace_s", float),
+            ("S3_INLINE_KB", "s3_inline_kb", float),
         ):
             if (value := get(name)) is not None:
                 try:

@@ -108,9 +108,15 @@ class TaskDef:
     def name(self) -> str:
         return self.fn.__name__
 
-    def validate(self, data: Mapping[str, Any], max_file_bytes: int | None = None) -> dict[str, Any]:
-        """Validate request data into the task's keyword arguments (raises pydantic's ValidationError)."""
-        model = self.params_model.model_validate(data, context={"max_file_bytes": max_file_bytes})
+    def validate(
+        self, data: Mapping[str, Any], max_file_bytes: int | None = None, trusted_objects: bool = False
+    ) -> dict[str, Any]:
+        """Validate request data into the task's keyword arguments (raises pydantic's ValidationError).
+
+        `trusted_objects` lets files refer to object-storage keys: only for job records, never requests.
+        """
+        context = {"max_file_bytes": max_file_bytes, "trusted_objects": trusted_objects}
+        model = self.params_model.model_validate(data, context=context)
         return {name: getattr(model, name) for name in type(model).model_fields}
 
     def dump_params(self, params: Mapping[str, Any]) -> dict[str, Any]:

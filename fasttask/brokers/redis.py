@@ -27,11 +27,12 @@ from rq.serializers import JSONSerializer
 from .. import redis_layout as layout
 from .. import redis_scripts as scripts
 from ..errors import BackendUnavailable, JobAlreadyFinal, JobNotFound, PayloadTooLarge, QueueFull
-from ..files import close_files
+from ..files import close_files, iter_files
 from ..jobs import JobRecord, new_job_id, utcnow
-from ..redis_cleanup import CLEANUP_INTERVAL_S, clean_up_abandoned
+from ..redis_cleanup import CLEANUP_INTERVAL_S, clean_up_abandoned, sweep_storage
 from ..redis_records import RECORD_FIELDS, record_from_redis, rq_timestamp
 from ..settings import Settings
+from ..storage import ObjectStore
 from ..tasks import TaskDef
 from .base import Broker, JobEvent, QueueInfo, ResultFile
 
@@ -75,6 +76,8 @@ class RedisBroker(Broker):
         # RQ's own code is sync: it builds job records (no I/O) and runs the cleanup (in a thread) with this
         self._rq_connection = SyncRedis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=10)
         self._queues = {path: layout.queue_name(path) for path in tasks}
+        self._settings = settings
+        self._store = ObjectStore(settings) if settings.s3_bucket else None
         self._submit = self._redis.register_script(scripts.SUBMIT)
         self._cancel = self._redis.register_script(scripts.CANCEL)
         self._watchers: dict[str, set[asyncio.Event]] = {}
@@ -108,9 +111,11 @@ class RedisBroker(Broker):
         queue = self._queues[task.path]
         record = JobRecord(new_job_id(), task.path)
         try:
+            if self._store is not None:
+                await self._upload_large_files(record.id, task, params)
             fields = self._job_fields(task, queue, record, params)
         finally:
-            close_files(params.values())  # their content is in the job record now
+            close_files(params.values())  # their content is in the job record (or the bucket) now
         flat: list[Any] = []
         for name, value in fields.items():
             flat += (name, value)
@@ -126,6 +131,21 @@ class RedisBroker(Broker):
         if not accepted:
             raise QueueFull(task.path, task.queue_size)
         return record
+
+    async def _upload_large_files(self, job_id: str, task: TaskDef, params: dict[str, Any]) -> None:
+        """Files past the inline threshold go to the bucket; the job carries their keys."""
+        store = self._store
+        assert store is not None
+        inline_bytes = self._settings.s3_inline_kb * 1024
+        # inputs must outlive the wait for a worker as well as the job: a day on top of its result_ttl
+        ttl_s = task.result_ttl_s + 24 * 3600
+        for index, media in enumerate(f for value in params.values() for f in iter_files(value)):
+            if media.size <= inline_bytes or media.object_key is not None:
+                continue
+            key = store.key_for(job_id, f"in-{index}-{media.file_name}", ttl_s)
+            with media.open() as stream:
+                await asyncio.to_thread(store.put_stream, key, stream, media.content_type, media.file_name)
+            media.object_key = key
 
     async def get(self, job_id: str) -> JobRecord:
         record = await self._read(job_id)
@@ -167,8 +187,14 @@ class RedisBroker(Broker):
         if not raw:
             raise JobNotFound(f"{job_id}/files/{index}")
         fields = {_as_bytes(k): _as_bytes(v) for k, v in raw.items()}
-        content, name, kind = fields[b"content"], fields[b"file_name"], fields[b"content_type"]
-        return ResultFile(name.decode(), kind.decode(), len(content), lambda start, end: iter((content[start:end],)))
+        name, kind = fields[b"file_name"].decode(), fields[b"content_type"].decode()
+        if b"object" in fields:
+            if self._store is None:
+                raise BackendUnavailable("this result file is in object storage, which this process is not set up for")
+            key, store = fields[b"object"].decode(), self._store
+            return ResultFile(name, kind, int(fields[b"size"]), lambda start, end: store.read_range(key, start, end))
+        content = fields[b"content"]
+        return ResultFile(name, kind, len(content), lambda start, end: iter((content[start:end],)))
 
     async def queues(self) -> list[QueueInfo]:
         pipe = self._redis.pipeline(transaction=False)
@@ -296,6 +322,7 @@ class RedisBroker(Broker):
             await asyncio.sleep(CLEANUP_INTERVAL_S)
             try:
                 await asyncio.to_thread(clean_up_abandoned, self._rq_connection, self._queues.values(), owner)
+                await asyncio.to_thread(sweep_storage, self._rq_connection, self._store, owner)
             except (RedisError, OSError) as exc:
                 logger.warning("cleanup of abandoned jobs skipped: %s", exc)
 

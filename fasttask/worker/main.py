@@ -31,12 +31,13 @@ from redis.retry import Retry as RedisRetry
 
 from .. import redis_layout as layout
 from .. import redis_scripts as scripts
-from ..errors import ConfigError, JobCancelled
+from ..errors import ConfigError, JobCancelled, PayloadTooLarge
 from ..execution import error_info, run_async, run_sync
-from ..files import MediaFile, close_files
+from ..files import MediaFile, close_files, iter_files
 from ..jobs import utcnow
 from ..progress import JobProgress
 from ..redis_records import encode_exception_text, encode_result, parse_rq_timestamp, rq_timestamp
+from ..storage import ObjectStore
 from ..tasks import TaskDef, TaskKind
 from .guard import Guard, JobInterrupted, Watch, install_interrupt_signal, interrupter
 from .presence import Presence
@@ -54,6 +55,9 @@ RQ's cleanup finds the entry expired within about this long and re-queues or fai
 
 PROGRESS_INTERVAL_S = 0.1
 """Progress reaches Redis at most this often per job; the last report always lands."""
+
+INLINE_RESULT_LIMIT_BYTES = 16 * 1024 * 1024
+"""Largest result file kept inside Redis when no object storage is configured."""
 
 IDLE_POLL_S = 1.0
 """An idle worker wakes on a queued-job notification, and at least this often in case one was missed."""
@@ -74,6 +78,8 @@ class Claimed:
     retries: int
     failures: int
     stop: threading.Event = field(default_factory=threading.Event)
+    input_objects: list[str] = field(default_factory=list)
+    requeued: bool = False
     outputs: int = 0
     files: int = 0
     pending_progress: tuple[float, str | None] | None = None
@@ -114,6 +120,7 @@ class Worker:
             retry=RedisRetry(NoBackoff(), 1),  # a connection from before a Redis restart fails once
             retry_on_error=[RedisConnectionError],
         )
+        self.store = ObjectStore(app.settings) if app.settings.s3_bucket else None
         self._claim_script = self.redis.register_script(scripts.CLAIM)
         self._finish_script = self.redis.register_script(scripts.FINISH)
         self._requeue_script = self.redis.register_script(scripts.REQUEUE)
@@ -198,21 +205,44 @@ class Worker:
             self.guard.release()
             self._current = None
         if outcome is None or claimed.stop.is_set():
+            self._forget_inputs(claimed)
             return self._retrying(self._claim)
         status, value = outcome
         if status == "failed" and claimed.failures < claimed.retries:
             self._retrying(lambda: self._requeue(claimed, count_failure=True))
             return self._retrying(self._claim)
+        self._forget_inputs(claimed)
         next_job: Claimed | None
         next_job = self._retrying(lambda: self._finish(claimed, status, value, claim_next=not self._stopping.is_set()))
         return next_job
 
+    def _forget_inputs(self, claimed: Claimed) -> None:
+        """The job is over (not re-queued): its input files in the bucket are no longer needed."""
+        if self.store is not None and claimed.input_objects and not claimed.requeued:
+            try:
+                self.store.delete(claimed.input_objects)
+            except Exception as exc:  # the sweep deletes them when they expire anyway
+                logger.warning("could not delete the inputs of job %s: %s", claimed.job_id, exc)
+
+    def _fetch_inputs(self, claimed: Claimed, params: dict[str, Any]) -> None:
+        """Download the file parameters the API process put in the bucket."""
+        for media in (f for value in params.values() for f in iter_files(value)):
+            if media.object_key is None:
+                continue
+            if self.store is None:
+                raise ConfigError("the job's files are in object storage: give this worker FTAPI_S3_BUCKET")
+            claimed.input_objects.append(media.object_key)
+            with self.store.open(media.object_key) as stream:
+                downloaded = MediaFile.from_stream(stream, media.file_name, media.content_type)
+            media.take_content(downloaded)
+
     def _execute(self, claimed: Claimed, progress: JobProgress) -> Any:
         task = claimed.task
-        params = task.validate(claimed.params)
+        params = task.validate(claimed.params, trusted_objects=True)
         stored: list[MediaFile] = []
         store = self._file_store(claimed, stored)
         try:
+            self._fetch_inputs(claimed, params)
             if task.kind in (TaskKind.ASYNC, TaskKind.ASYNC_GENERATOR):
                 coroutine = run_async(task, params, progress, store, self._output_sink(claimed))
                 self._async_task = self._loop.create_task(coroutine)
@@ -353,6 +383,7 @@ class Worker:
         """Called by the guard when the shutdown grace period ends with the job still running."""
         claimed = self._current
         if claimed is not None and claimed.job_id == job_id:
+            claimed.requeued = True
             logger.warning("job %s outlived the %.0f s grace period; re-queued", job_id, self.grace_s)
             self._retrying(lambda: self._requeue(claimed, count_failure=False), attempts=5)
 
@@ -411,12 +442,25 @@ class Worker:
             claimed.files += 1
             key = layout.file_key(claimed.job_id, index)
             items: list[str | bytes] = ["file_name", media.file_name, "content_type", media.content_type]
-            items += ["content", media.to_bytes()]
+            url = f"/jobs/{claimed.job_id}/files/{index}"
+            if self.store is not None:
+                name = f"out-{index}-{media.file_name}"
+                object_key = self.store.key_for(claimed.job_id, name, claimed.result_ttl)
+                with media.open() as stream:
+                    self.store.put_stream(object_key, stream, media.content_type, media.file_name)
+                items += ["size", str(media.size), "object", object_key]
+                url = self.store.presigned_url(object_key, claimed.result_ttl) or url
+            elif media.size > INLINE_RESULT_LIMIT_BYTES:
+                raise PayloadTooLarge(
+                    f"the result file {media.file_name!r} takes {media.size // (1024 * 1024)} MB; without object "
+                    f"storage (FTAPI_S3_BUCKET) results carry at most {INLINE_RESULT_LIMIT_BYTES // (1024 * 1024)} MB"
+                )
+            else:
+                items += ["content", media.to_bytes()]
             pipe = self.redis.pipeline(transaction=False)
             pipe.hset(key, items=items)
             pipe.expire(key, claimed.result_ttl)
             pipe.execute()
-            url = f"/jobs/{claimed.job_id}/files/{index}"
             return {"file_name": media.file_name, "content_type": media.content_type, "size": media.size, "url": url}
 
         return store

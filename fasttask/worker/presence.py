@@ -15,7 +15,7 @@ from rq import Worker as RQWorker
 from rq.serializers import JSONSerializer
 
 from .. import redis_layout as layout
-from ..redis_cleanup import CLEANUP_INTERVAL_S, clean_up_abandoned
+from ..redis_cleanup import CLEANUP_INTERVAL_S, clean_up_abandoned, sweep_storage
 
 if TYPE_CHECKING:
     from .main import Worker
@@ -107,6 +107,7 @@ class Presence:
     def _clean_up(self) -> None:
         if clean_up_abandoned(self.worker.redis, self.worker.queues, self.worker.name):
             self.worker.ring()
+        sweep_storage(self.worker.redis, self.worker.store, self.worker.name)
 
     def _listen(self) -> None:
         worker = self.worker

@@ -1,0 +1,125 @@
+"""Object storage for files (the `s3` extra): S3, MinIO or anything that speaks the S3 API.
+
+The only module that imports boto3. Large file parameters go API process → bucket → worker, and file
+results worker → bucket → client, so nothing large passes through Redis. Every object's key starts
+with the minute it expires in (`fasttask/expires/<unix minute>/<job id>/...`), and a sweep run by the
+live processes deletes whole expired minutes, so objects go away with their jobs without a database
+of keys.
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import IO, Any
+from urllib.parse import quote
+
+from .errors import MissingExtra
+from .settings import Settings
+
+PREFIX = "fasttask/expires/"
+CHUNK_BYTES = 1024 * 1024
+PART_BYTES = 16 * 1024 * 1024
+"""Multipart upload part size: memory held per upload stays near one part."""
+MAX_PRESIGN_S = 7 * 24 * 3600
+"""The longest a SigV4 presigned URL can live."""
+
+
+def _boto3() -> Any:
+    try:
+        return importlib.import_module("boto3")
+    except ImportError as exc:
+        raise MissingExtra("FTAPI_S3_BUCKET needs boto3: pip install 'fasttask[s3]'") from exc
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    key: str
+    size: int
+    content_type: str
+
+
+class ObjectStore:
+    """One bucket, reached with the standard AWS credential chain (AWS_ACCESS_KEY_ID, ...)."""
+
+    def __init__(self, settings: Settings) -> None:
+        assert settings.s3_bucket is not None
+        boto3 = _boto3()
+        config = importlib.import_module("botocore.config").Config(
+            retries={"max_attempts": 3, "mode": "standard"}, s3={"addressing_style": "path"}
+        )
+        self.bucket = settings.s3_bucket
+        self.client = boto3.client("s3", endpoint_url=settings.s3_endpoint_url, config=config)
+        self._public = (
+            boto3.client("s3", endpoint_url=settings.s3_public_url, config=config) if settings.s3_public_url else None
+        )
+        self._transfer = importlib.import_module("boto3.s3.transfer").TransferConfig(
+            multipart_threshold=PART_BYTES, multipart_chunksize=PART_BYTES, max_concurrency=4
+        )
+
+    @staticmethod
+    def key_for(job_id: str, name: str, ttl_s: float, now: float | None = None) -> str:
+        expires_minute = int(((now or time.time()) + ttl_s) // 60) + 1
+        return f"{PREFIX}{expires_minute}/{job_id}/{quote(name, safe='')}"
+
+    def put_stream(self, key: str, stream: IO[bytes], content_type: str, file_name: str) -> None:
+        """Upload from a stream; past PART_BYTES as a multipart upload, one part in memory at a time."""
+        extra = {"ContentType": content_type, "ContentDisposition": _attachment(file_name)}
+        self.client.upload_fileobj(stream, self.bucket, key, ExtraArgs=extra, Config=self._transfer)
+
+    def head(self, key: str) -> StoredObject:
+        answer = self.client.head_object(Bucket=self.bucket, Key=key)
+        return StoredObject(key, int(answer["ContentLength"]), answer.get("ContentType", "application/octet-stream"))
+
+    def read_range(self, key: str, start: int, end: int) -> Iterator[bytes]:
+        """The bytes [start, end) of an object, streamed."""
+        if end <= start:
+            return
+        body = self.client.get_object(Bucket=self.bucket, Key=key, Range=f"bytes={start}-{end - 1}")["Body"]
+        try:
+            yield from body.iter_chunks(CHUNK_BYTES)
+        finally:
+            body.close()
+
+    def open(self, key: str) -> IO[bytes]:
+        stream: IO[bytes] = self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
+        return stream
+
+    def presigned_url(self, key: str, ttl_s: float) -> str | None:
+        """A URL clients can download from directly, when FTAPI_S3_PUBLIC_URL says where they reach storage."""
+        if self._public is None:
+            return None
+        expires = max(1, min(int(ttl_s), MAX_PRESIGN_S))
+        url: str = self._public.generate_presigned_url(
+            "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=expires
+        )
+        return url
+
+    def delete(self, keys: list[str]) -> None:
+        for start in range(0, len(keys), 1000):
+            batch = [{"Key": key} for key in keys[start : start + 1000]]
+            self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
+
+    def sweep(self, now: float | None = None) -> int:
+        """Delete every object whose expiry minute has passed; returns how many were deleted."""
+        current = int((now or time.time()) // 60)
+        paginator = self.client.get_paginator("list_objects_v2")
+        deleted = 0
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=PREFIX, Delimiter="/"):
+            for prefix in page.get("CommonPrefixes", []):
+                minute = prefix["Prefix"][len(PREFIX) :].rstrip("/")
+                if minute.isdigit() and int(minute) <= current:
+                    keys = [
+                        item["Key"]
+                        for listing in paginator.paginate(Bucket=self.bucket, Prefix=prefix["Prefix"])
+                        for item in listing.get("Contents", [])
+                    ]
+                    self.delete(keys)
+                    deleted += len(keys)
+        return deleted
+
+
+def _attachment(file_name: str) -> str:
+    return f"attachment; filename*=UTF-8''{quote(file_name, safe='')}"

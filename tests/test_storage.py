@@ -1,0 +1,151 @@
+"""Object storage on the Redis queue, against a real S3 HTTP API (moto's server, in a subprocess)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import zlib
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+import redis
+from fastapi.testclient import TestClient
+
+from fasttask import FastTaskAPI, Settings
+from fasttask.storage import ObjectStore
+
+from .apps import make_app
+from .conftest import free_port
+
+boto3 = pytest.importorskip("boto3")
+pytest.importorskip("moto")
+
+CREDENTIALS = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}
+CONTENT = os.urandom(300_000)
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            httpx.get(url)
+            break
+        except httpx.TransportError:
+            assert time.monotonic() < deadline and server.poll() is None, "moto's server did not start"
+            time.sleep(0.1)
+    yield url
+    server.terminate()
+    server.wait(10)
+
+
+@pytest.fixture
+def bucket(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    for name, value in CREDENTIALS.items():
+        monkeypatch.setenv(name, value)
+    name = f"test-{os.urandom(4).hex()}"
+    boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket=name)
+    return name
+
+
+def keys_in(endpoint: str, bucket: str) -> list[str]:
+    listing = boto3.client("s3", endpoint_url=endpoint).list_objects_v2(Bucket=bucket)
+    return [item["Key"] for item in listing.get("Contents", [])]
+
+
+@pytest.fixture
+def serve(
+    client_for: Callable[[FastTaskAPI], TestClient],
+    redis_url: str,
+    start_worker: Callable[..., Any],
+    s3_endpoint: str,
+    bucket: str,
+) -> Callable[..., TestClient]:
+    def make(**settings: Any) -> TestClient:
+        options = {"s3_bucket": bucket, "s3_endpoint_url": s3_endpoint, "s3_inline_kb": 1, **settings}
+        app = make_app(queue="redis", redis_url=redis_url, **options)
+        client = client_for(app)
+        start_worker(app, redis_url)
+        return client
+
+    return make
+
+
+def finished(client: TestClient, response: httpx.Response) -> dict[str, Any]:
+    assert response.status_code == 202, response.text
+    job: dict[str, Any] = client.get(f"/jobs/{response.json()['id']}", params={"wait": 20}).json()
+    assert job["status"] == "finished", job
+    return job
+
+
+def test_large_files_travel_through_the_bucket_not_redis(
+    serve: Callable[..., TestClient], redis_url: str, s3_endpoint: str, bucket: str
+) -> None:
+    client = serve()
+    response = client.post("/echo_file", files={"file": ("big.bin", CONTENT, "application/x-test")})
+    job_id = response.json()["id"]
+    with redis.Redis.from_url(redis_url) as connection:
+        record = connection.hget(f"rq:job:{job_id}", "data")
+        assert record is not None
+        _, _, _, kwargs = json.loads(zlib.decompress(record))
+        assert set(kwargs["file"]) == {"file_name", "content_type", "size", "object"}
+        assert kwargs["file"]["size"] == len(CONTENT)
+        assert int(connection.memory_usage(f"rq:job:{job_id}") or 0) < 10_000
+    result = finished(client, response)["result"]
+    assert result["url"] == f"/jobs/{job_id}/files/0"
+    assert client.get(result["url"]).content == CONTENT
+    part = client.get(result["url"], headers={"Range": "bytes=1000-1999"})
+    assert (part.status_code, part.content) == (206, CONTENT[1000:2000])
+    with redis.Redis.from_url(redis_url) as connection:
+        assert int(connection.memory_usage(f"fasttask:file:{job_id}:0") or 0) < 10_000
+    stored = keys_in(s3_endpoint, bucket)
+    assert len(stored) == 1 and "out-0-big.bin" in stored[0], stored  # the input was deleted after the job
+
+
+def test_small_files_stay_inline(serve: Callable[..., TestClient], s3_endpoint: str, bucket: str) -> None:
+    client = serve(s3_inline_kb=1024)
+    result = finished(client, client.post("/echo_file", files={"file": ("s.bin", CONTENT)}))["result"]
+    assert client.get(result["url"]).content == CONTENT
+    assert [key for key in keys_in(s3_endpoint, bucket) if "in-" in key] == []
+
+
+def test_results_as_presigned_urls_when_storage_is_public(serve: Callable[..., TestClient], s3_endpoint: str) -> None:
+    client = serve(s3_public_url=s3_endpoint)
+    result = finished(client, client.post("/echo_file", files={"file": ("p.bin", CONTENT)}))["result"]
+    assert result["url"].startswith(s3_endpoint + "/")
+    assert "Signature" in result["url"] or "X-Amz-Signature" in result["url"]
+    assert httpx.get(result["url"]).content == CONTENT
+
+
+def test_clients_cannot_name_objects_in_the_bucket(serve: Callable[..., TestClient]) -> None:
+    client = serve()
+    forged = {"file": {"file_name": "x", "object": "fasttask/expires/1/other-job/in-0-secret", "size": 5}}
+    response = client.post("/echo_file", json=forged)
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["body", "file"]
+
+
+def test_the_sweep_deletes_objects_once_their_job_expired(s3_endpoint: str, bucket: str) -> None:
+    store = ObjectStore(Settings(s3_bucket=bucket, s3_endpoint_url=s3_endpoint))
+    now = time.time()
+    soon = store.key_for("job1", "a.bin", ttl_s=60, now=now)
+    later = store.key_for("job2", "b.bin", ttl_s=3600, now=now)
+    for key in (soon, later):
+        store.client.put_object(Bucket=bucket, Key=key, Body=b"x")
+    assert store.sweep(now=now) == 0
+    assert store.sweep(now=now + 180) == 1
+    assert keys_in(s3_endpoint, bucket) == [later]
+    assert store.sweep(now=now + 4000) == 1
+    assert keys_in(s3_endpoint, bucket) == []
