@@ -19,8 +19,6 @@ import time
 import uuid
 import zlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import redis
@@ -31,15 +29,16 @@ from redis.retry import Retry as RedisRetry
 
 from .. import redis_layout as layout
 from .. import redis_scripts as scripts
-from ..errors import ConfigError, JobCancelled, PayloadTooLarge
+from ..errors import ConfigError, JobCancelled
 from ..execution import error_info, run_async, run_sync
-from ..files import MediaFile, close_files, iter_files
+from ..files import MediaFile, close_files
 from ..jobs import utcnow
 from ..progress import JobProgress
 from ..redis_records import encode_exception_text, encode_result, parse_rq_timestamp, rq_timestamp
 from ..storage import ObjectStore
-from ..tasks import TaskDef, TaskKind
+from ..tasks import TaskKind
 from .guard import Guard, JobInterrupted, Watch, install_interrupt_signal, interrupter
+from .jobio import Claimed, JobIO
 from .presence import Presence
 
 if TYPE_CHECKING:
@@ -53,42 +52,8 @@ LEASE_S = 20
 """A running job's StartedJobRegistry entry is kept this far ahead by the heartbeat; if the worker dies,
 RQ's cleanup finds the entry expired within about this long and re-queues or fails the job."""
 
-PROGRESS_INTERVAL_S = 0.1
-"""Progress reaches Redis at most this often per job; the last report always lands."""
-
-INLINE_RESULT_LIMIT_BYTES = 16 * 1024 * 1024
-"""Largest result file kept inside Redis when no object storage is configured."""
-
 IDLE_POLL_S = 1.0
 """An idle worker wakes on a queued-job notification, and at least this often in case one was missed."""
-
-
-@dataclass(eq=False)
-class Claimed:
-    """A job this worker took: everything needed to run and finish it."""
-
-    job_id: str
-    queue: str
-    task: TaskDef
-    params: dict[str, Any]
-    execution_id: str
-    started_at: datetime
-    result_ttl: int
-    timeout_s: float | None
-    retries: int
-    failures: int
-    stop: threading.Event = field(default_factory=threading.Event)
-    input_objects: list[str] = field(default_factory=list)
-    requeued: bool = False
-    outputs: int = 0
-    files: int = 0
-    pending_progress: tuple[float, str | None] | None = None
-    progress_written_at: float = 0.0
-    last_progress: tuple[float, str | None] = (0.0, None)
-
-    @property
-    def member(self) -> str:
-        return f"{self.job_id}:{self.execution_id}"
 
 
 class Worker:
@@ -121,6 +86,7 @@ class Worker:
             retry_on_error=[RedisConnectionError],
         )
         self.store = ObjectStore(app.settings) if app.settings.s3_bucket else None
+        self.io = JobIO(self.redis, self.store)
         self._claim_script = self.redis.register_script(scripts.CLAIM)
         self._finish_script = self.redis.register_script(scripts.FINISH)
         self._requeue_script = self.redis.register_script(scripts.REQUEUE)
@@ -190,7 +156,7 @@ class Worker:
     def _work(self, claimed: Claimed) -> Claimed | None:
         """Run a claimed job to its end, record the outcome, and return the next job (claimed with it)."""
         self._current = claimed
-        progress = JobProgress(claimed.job_id, lambda p, m: self._report(claimed, p, m), claimed.stop)
+        progress = JobProgress(claimed.job_id, lambda p, m: self.io.report(claimed, p, m), claimed.stop)
         deadline = time.monotonic() + claimed.timeout_s if claimed.timeout_s is not None else None
         self.guard.watch(Watch(claimed.job_id, deadline, claimed.stop, self._interrupter(claimed)))
         outcome: tuple[str, Any] | None
@@ -205,52 +171,32 @@ class Worker:
             self.guard.release()
             self._current = None
         if outcome is None or claimed.stop.is_set():
-            self._forget_inputs(claimed)
+            self.io.forget_inputs(claimed)
             return self._retrying(self._claim)
         status, value = outcome
         if status == "failed" and claimed.failures < claimed.retries:
             self._retrying(lambda: self._requeue(claimed, count_failure=True))
             return self._retrying(self._claim)
-        self._forget_inputs(claimed)
+        self.io.forget_inputs(claimed)
         next_job: Claimed | None
         next_job = self._retrying(lambda: self._finish(claimed, status, value, claim_next=not self._stopping.is_set()))
         return next_job
-
-    def _forget_inputs(self, claimed: Claimed) -> None:
-        """The job is over (not re-queued): its input files in the bucket are no longer needed."""
-        if self.store is not None and claimed.input_objects and not claimed.requeued:
-            try:
-                self.store.delete(claimed.input_objects)
-            except Exception as exc:  # the sweep deletes them when they expire anyway
-                logger.warning("could not delete the inputs of job %s: %s", claimed.job_id, exc)
-
-    def _fetch_inputs(self, claimed: Claimed, params: dict[str, Any]) -> None:
-        """Download the file parameters the API process put in the bucket."""
-        for media in (f for value in params.values() for f in iter_files(value)):
-            if media.object_key is None:
-                continue
-            if self.store is None:
-                raise ConfigError("the job's files are in object storage: give this worker FTAPI_S3_BUCKET")
-            claimed.input_objects.append(media.object_key)
-            with self.store.open(media.object_key) as stream:
-                downloaded = MediaFile.from_stream(stream, media.file_name, media.content_type)
-            media.take_content(downloaded)
 
     def _execute(self, claimed: Claimed, progress: JobProgress) -> Any:
         task = claimed.task
         params = task.validate(claimed.params, trusted_objects=True)
         stored: list[MediaFile] = []
-        store = self._file_store(claimed, stored)
+        store = self.io.file_store(claimed, stored)
         try:
-            self._fetch_inputs(claimed, params)
+            self.io.fetch_inputs(claimed, params)
             if task.kind in (TaskKind.ASYNC, TaskKind.ASYNC_GENERATOR):
-                coroutine = run_async(task, params, progress, store, self._output_sink(claimed))
+                coroutine = run_async(task, params, progress, store, self.io.output_sink(claimed))
                 self._async_task = self._loop.create_task(coroutine)
                 try:
                     return self._loop.run_until_complete(self._async_task)
                 finally:
                     self._async_task = None
-            return run_sync(task, params, progress, store, self._output_sink(claimed))
+            return run_sync(task, params, progress, store, self.io.output_sink(claimed))
         finally:
             close_files([*params.values(), *stored])
 
@@ -395,75 +341,9 @@ class Worker:
         logging.shutdown()
         os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
 
-    # -- what a task reports -----------------------------------------------------------------------
-    def _report(self, claimed: Claimed, progress: float, message: str | None) -> None:
-        claimed.pending_progress = (progress, message)
-        if time.monotonic() - claimed.progress_written_at >= PROGRESS_INTERVAL_S:
-            self.flush_progress(claimed)
-
-    def flush_progress(self, claimed: Claimed) -> None:
-        """Write the job's latest progress report if it has not reached Redis yet."""
-        pending = claimed.pending_progress
-        if pending is None:
-            return
-        claimed.pending_progress = None
-        claimed.last_progress = pending
-        claimed.progress_written_at = time.monotonic()
-        items = [layout.F_PROGRESS, repr(pending[0])]
-        if pending[1] is not None:
-            items += [layout.F_MESSAGE, pending[1]]
-        try:
-            pipe = self.redis.pipeline(transaction=False)
-            pipe.hset(layout.job_key(claimed.job_id), items=items)
-            pipe.publish(layout.EVENTS_CHANNEL, claimed.job_id)
-            pipe.execute()
-        except RedisError as exc:
-            logger.warning("progress of job %s not written: %s", claimed.job_id, exc)
-            claimed.pending_progress = claimed.pending_progress or pending
-
     def pending_progress_job(self) -> Claimed | None:
         current = self._current
         return current if current is not None and current.pending_progress is not None else None
-
-    def _output_sink(self, claimed: Claimed) -> Callable[[Any], None]:
-        def push(value: Any) -> None:
-            claimed.outputs += 1
-            pipe = self.redis.pipeline(transaction=False)
-            pipe.rpush(layout.outputs_key(claimed.job_id), json.dumps(value, separators=(",", ":")))
-            pipe.publish(layout.EVENTS_CHANNEL, claimed.job_id)
-            pipe.execute()
-
-        return push
-
-    def _file_store(self, claimed: Claimed, stored: list[MediaFile]) -> Callable[[MediaFile], dict[str, Any]]:
-        def store(media: MediaFile) -> dict[str, Any]:
-            stored.append(media)
-            index = claimed.files
-            claimed.files += 1
-            key = layout.file_key(claimed.job_id, index)
-            items: list[str | bytes] = ["file_name", media.file_name, "content_type", media.content_type]
-            url = f"/jobs/{claimed.job_id}/files/{index}"
-            if self.store is not None:
-                name = f"out-{index}-{media.file_name}"
-                object_key = self.store.key_for(claimed.job_id, name, claimed.result_ttl)
-                with media.open() as stream:
-                    self.store.put_stream(object_key, stream, media.content_type, media.file_name)
-                items += ["size", str(media.size), "object", object_key]
-                url = self.store.presigned_url(object_key, claimed.result_ttl) or url
-            elif media.size > INLINE_RESULT_LIMIT_BYTES:
-                raise PayloadTooLarge(
-                    f"the result file {media.file_name!r} takes {media.size // (1024 * 1024)} MB; without object "
-                    f"storage (FTAPI_S3_BUCKET) results carry at most {INLINE_RESULT_LIMIT_BYTES // (1024 * 1024)} MB"
-                )
-            else:
-                items += ["content", media.to_bytes()]
-            pipe = self.redis.pipeline(transaction=False)
-            pipe.hset(key, items=items)
-            pipe.expire(key, claimed.result_ttl)
-            pipe.execute()
-            return {"file_name": media.file_name, "content_type": media.content_type, "size": media.size, "url": url}
-
-        return store
 
     # -- resilience --------------------------------------------------------------------------------
     def _retrying(self, step: Callable[[], T], attempts: int | None = None) -> T | None:

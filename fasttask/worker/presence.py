@@ -75,7 +75,7 @@ class Presence:
         while not self._closed.wait(TICK_S):
             claimed = self.worker.pending_progress_job()
             if claimed is not None:
-                self.worker.flush_progress(claimed)
+                self.worker.io.flush_progress(claimed)
             now = time.monotonic()
             try:
                 if now >= next_beat:
