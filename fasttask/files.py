@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import io
 import mimetypes
+import os
 import re
 import shutil
 import tempfile
+import warnings
 from collections.abc import Collection, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any, BinaryIO
@@ -40,10 +43,7 @@ class MediaFile:
     def __init__(self, file_name: str | None = None, content_type: str | None = None) -> None:
         self.file_name = file_name or "file"
         self.content_type = content_type or _guess_type(self.file_name) or self.default_content_type
-        # closed by close(), by the broker once the job's files are no longer needed
-        self._buffer: tempfile.SpooledTemporaryFile[bytes] = tempfile.SpooledTemporaryFile(  # noqa: SIM115
-            max_size=SPOOL_IN_MEMORY_BYTES
-        )
+        self._buffer = _Spool()
         self._size = 0
         self.source_url: str | None = None
         """Set on a parameter given as a URL until the API process has downloaded it."""
@@ -120,11 +120,12 @@ class MediaFile:
 
     def open(self) -> BinaryIO:
         """A binary stream over the content, from its start. Each call gives an independent reader."""
-        self._buffer.flush()
-        self._buffer.seek(0)
-        if self._buffer._rolled:  # type: ignore[attr-defined]  # on disk: reopen, so readers don't share a position
-            return open(self._buffer.name, "rb")
-        return io.BytesIO(self._buffer.read())
+        return self._buffer.reader()
+
+    @property
+    def disk_path(self) -> str | None:
+        """Where the content sits on local disk, when it is large enough to be there (read it, never move it)."""
+        return self._buffer.path
 
     def iter_chunks(self, chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytes]:
         yield from self.iter_range(0, self.size, chunk_bytes)
@@ -282,6 +283,63 @@ class MediaFile:
         media = cls.__new__(cls)
         media.__dict__.update(other.__dict__)
         return media
+
+
+class _Spool:
+    """File content: in memory up to SPOOL_IN_MEMORY_BYTES, then in a temporary file of its own.
+
+    Unlike tempfile.SpooledTemporaryFile, the file on disk has a path, so every reader opens its own
+    handle with its own position, and closing a reader never closes the content.
+    """
+
+    def __init__(self) -> None:
+        self._memory = bytearray()
+        self._file: IO[bytes] | None = None
+        self._path: str | None = None
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        if self._file is not None:
+            self._file.write(data)
+            return
+        self._memory += data
+        if len(self._memory) > SPOOL_IN_MEMORY_BYTES:
+            descriptor, self._path = tempfile.mkstemp(prefix="fasttask-")
+            self._file = os.fdopen(descriptor, "wb")
+            self._file.write(self._memory)
+            self._memory = bytearray()
+
+    @property
+    def path(self) -> str | None:
+        """The temporary file holding the content once it outgrew memory."""
+        if self._file is not None:
+            self._file.flush()
+        return self._path
+
+    def reader(self) -> BinaryIO:
+        if self.closed:
+            raise ValueError("the file was closed")
+        if self._file is None:
+            return io.BytesIO(bytes(self._memory))
+        self._file.flush()
+        assert self._path is not None
+        return open(self._path, "rb")
+
+    def __del__(self) -> None:
+        if not self.closed:
+            warnings.warn(f"unclosed MediaFile content {self!r}", ResourceWarning, stacklevel=1, source=self)
+            self.close()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self._memory = bytearray()
+        if self._file is not None:
+            self._file.close()
+            assert self._path is not None
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._path)
 
 
 class ImageFile(MediaFile):

@@ -13,15 +13,18 @@ import importlib
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from .errors import MissingExtra
 from .settings import Settings
 
+if TYPE_CHECKING:
+    from .files import MediaFile
+
 PREFIX = "fasttask/expires/"
 CHUNK_BYTES = 1024 * 1024
-PART_BYTES = 16 * 1024 * 1024
+PART_BYTES = 8 * 1024 * 1024
 """Multipart upload part size: memory held per upload stays near one part."""
 MAX_PRESIGN_S = 7 * 24 * 3600
 """The longest a SigV4 presigned URL can live."""
@@ -56,7 +59,9 @@ class ObjectStore:
             boto3.client("s3", endpoint_url=settings.s3_public_url, config=config) if settings.s3_public_url else None
         )
         self._transfer = importlib.import_module("boto3.s3.transfer").TransferConfig(
-            multipart_threshold=PART_BYTES, multipart_chunksize=PART_BYTES, max_concurrency=4
+            multipart_threshold=PART_BYTES,
+            multipart_chunksize=PART_BYTES,
+            max_concurrency=2,
         )
 
     @staticmethod
@@ -64,10 +69,15 @@ class ObjectStore:
         expires_minute = int(((now or time.time()) + ttl_s) // 60) + 1
         return f"{PREFIX}{expires_minute}/{job_id}/{quote(name, safe='')}"
 
-    def put_stream(self, key: str, stream: IO[bytes], content_type: str, file_name: str) -> None:
-        """Upload from a stream; past PART_BYTES as a multipart upload, one part in memory at a time."""
-        extra = {"ContentType": content_type, "ContentDisposition": _attachment(file_name)}
-        self.client.upload_fileobj(stream, self.bucket, key, ExtraArgs=extra, Config=self._transfer)
+    def put_file(self, key: str, media: MediaFile) -> None:
+        """Upload a file; past PART_BYTES as a multipart upload that reads its parts from disk as it sends them."""
+        extra = {"ContentType": media.content_type, "ContentDisposition": _attachment(media.file_name)}
+        path = media.disk_path
+        if path is not None:  # boto3 streams each part from the file instead of buffering parts in memory
+            self.client.upload_file(path, self.bucket, key, ExtraArgs=extra, Config=self._transfer)
+            return
+        with media.open() as stream:
+            self.client.upload_fileobj(stream, self.bucket, key, ExtraArgs=extra, Config=self._transfer)
 
     def head(self, key: str) -> StoredObject:
         answer = self.client.head_object(Bucket=self.bucket, Key=key)

@@ -67,6 +67,17 @@ def test_every_input_form_round_trips_byte_exact(serve: Serve, how: dict[str, An
         assert "blob.bin" in download.headers["content-disposition"]
 
 
+def test_files_larger_than_the_memory_spool_round_trip(serve: Serve) -> None:
+    client = serve()
+    big = os.urandom(3 * 1024 * 1024 + 17)  # past the 1 MiB kept in memory: spooled to disk
+    result = result_of(client, client.post("/echo_file", files={"file": ("big.bin", big)}))
+    assert client.get(result["url"]).content == big
+    part = client.get(result["url"], headers={"Range": "bytes=2000000-2000099"})
+    assert part.content == big[2_000_000:2_000_100]
+    as_json = client.post("/echo_file", json={"file": base64.b64encode(big).decode()})
+    assert client.get(result_of(client, as_json)["url"]).content == big
+
+
 def test_downloads_honour_range(serve: Serve) -> None:
     client = serve()
     url = result_of(client, client.post("/echo_file", files={"file": ("r.bin", CONTENT)}))["url"]

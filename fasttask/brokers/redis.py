@@ -143,8 +143,7 @@ class RedisBroker(Broker):
             if media.size <= inline_bytes or media.object_key is not None:
                 continue
             key = store.key_for(job_id, f"in-{index}-{media.file_name}", ttl_s)
-            with media.open() as stream:
-                await asyncio.to_thread(store.put_stream, key, stream, media.content_type, media.file_name)
+            await asyncio.to_thread(store.put_file, key, media)
             media.object_key = key
 
     async def get(self, job_id: str) -> JobRecord:

@@ -131,8 +131,7 @@ class JobIO:
             if self.store is not None:
                 name = f"out-{index}-{media.file_name}"
                 object_key = self.store.key_for(claimed.job_id, name, claimed.result_ttl)
-                with media.open() as stream:
-                    self.store.put_stream(object_key, stream, media.content_type, media.file_name)
+                self.store.put_file(object_key, media)
                 items += ["size", str(media.size), "object", object_key]
                 url = self.store.presigned_url(object_key, claimed.result_ttl) or url
             elif media.size > INLINE_RESULT_LIMIT_BYTES:
