@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
+import threading
 import typing
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -37,7 +38,7 @@ class FastTaskAPI:
         self.plain_endpoints: list[tuple[str, Callable[..., Any], list[str]]] = []
         self._setup_hooks: list[Callable[[], Any]] = []
         self._setup_done = False
-        self._setup_lock: asyncio.Lock | None = None
+        self._setup_lock = threading.Lock()
         self._asgi: ASGIApp | None = None
         self._fastapi: FastAPI | None = None
 
@@ -91,10 +92,14 @@ class FastTaskAPI:
         return fn
 
     async def run_setup_hooks(self) -> None:
-        """Run the setup hooks once per process; sync hooks run in a thread so the server stays live."""
-        if self._setup_lock is None:
-            self._setup_lock = asyncio.Lock()
-        async with self._setup_lock:
+        """Run the setup hooks once per process, whichever thread or event loop asks first (the others wait).
+
+        Sync hooks run in a thread, so an embedded server stays live while a model loads.
+        """
+        if self._setup_done:
+            return
+        await asyncio.to_thread(self._setup_lock.acquire)
+        try:
             if self._setup_done:
                 return
             for hook in self._setup_hooks:
@@ -103,6 +108,8 @@ class FastTaskAPI:
                 else:
                     await asyncio.to_thread(hook)
             self._setup_done = True
+        finally:
+            self._setup_lock.release()
 
     # -- serving -----------------------------------------------------------------------------------
     @property

@@ -44,12 +44,12 @@ def work(args: argparse.Namespace) -> int:
     if not redis_url:
         raise ConfigError("fasttask worker needs FTAPI_REDIS_URL (the Redis both API and workers share)")
     try:
-        from .worker import Worker
+        from .worker import run_worker_process
     except ModuleNotFoundError as exc:
         raise ConfigError("fasttask worker needs `pip install fasttask[redis]`") from exc
     logging.basicConfig(level=getattr(logging, args.log_level.upper()), format="%(asctime)s %(name)s %(message)s")
     endpoints = [path.strip() for path in args.endpoints.split(",") if path.strip()] if args.endpoints else None
-    return Worker(app, redis_url, endpoints=endpoints, grace_s=args.grace, name=args.name).run()
+    return run_worker_process(app, redis_url, endpoints, args.grace, args.name, args.concurrency)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -71,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=None,
         help="seconds to finish the current job after SIGTERM (FTAPI_WORKER_GRACE_S)",
+    )
+    worker_cmd.add_argument(
+        "--concurrency", type=int, default=None, help="jobs this process runs at once (FTAPI_CONCURRENCY, default 1)"
     )
     worker_cmd.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     worker_cmd.set_defaults(handler=work)

@@ -299,3 +299,17 @@ def test_a_task_that_cannot_be_interrupted_gets_its_process_replaced(cluster: Cl
     with cluster.client() as connection:
         names_after = {member.decode() for member in connection.smembers("rq:workers")}
     assert names_after and names_after.isdisjoint(name_before)
+
+
+def test_a_worker_process_with_concurrency_runs_jobs_side_by_side(cluster: Cluster) -> None:
+    url = cluster.api()
+    worker = cluster.spawn("worker", APP, "--concurrency", "3", name="lanes")
+    wait_until(lambda: cluster.worker_count() == 3, 30, "three lanes to register as RQ workers")
+    jobs = [submit(url, "/sleep", key=f"lane{i}", seconds=2) for i in range(3)]
+    wait_until(lambda: all(running(url, job["id"]) for job in jobs), 20, "all three jobs running at once")
+    with cluster.client() as connection:
+        assert {connection.hget("test:ran_on", f"sleep:lane{i}") for i in range(3)} == {str(worker.pid).encode()}
+    assert [final(url, job["id"])["result"] for job in jobs] == [f"slept lane{i}" for i in range(3)]
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(30) == 0
+    assert cluster.worker_count() == 0

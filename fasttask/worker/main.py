@@ -56,6 +56,11 @@ IDLE_POLL_S = 1.0
 """An idle worker wakes on a queued-job notification, and at least this often in case one was missed."""
 
 
+def default_worker_name() -> str:
+    """Host, pid and a random part: unique per process, and readable in `rq info`."""
+    return f"fasttask-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
 class Worker:
     """Runs the jobs of `endpoints` (default: all task endpoints of `app`)."""
 
@@ -67,6 +72,7 @@ class Worker:
         grace_s: float | None = None,
         install_signals: bool = True,
         name: str | None = None,
+        owns_process: bool | None = None,
     ) -> None:
         unknown = [path for path in endpoints or () if path not in app.tasks]
         if unknown:
@@ -76,7 +82,7 @@ class Worker:
         if not self.tasks:
             raise ConfigError("the app has no task endpoints to work on")
         self.queues = {layout.queue_name(path): task for path, task in self.tasks.items()}
-        self.name = name or f"fasttask-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.name = name or default_worker_name()
         self.grace_s = app.settings.worker_grace_s if grace_s is None else grace_s
         self.redis = redis.Redis.from_url(
             redis_url,
@@ -91,6 +97,7 @@ class Worker:
         self._finish_script = self.redis.register_script(scripts.FINISH)
         self._requeue_script = self.redis.register_script(scripts.REQUEUE)
         self._install_signals = install_signals
+        self._owns_process = install_signals if owns_process is None else owns_process
         self._stopping = threading.Event()
         self._doorbell = threading.Event()
         self._current: Claimed | None = None
@@ -334,7 +341,7 @@ class Worker:
             self._retrying(lambda: self._requeue(claimed, count_failure=False), attempts=5)
 
     def _replace_process(self, job_id: str) -> None:
-        if not self._install_signals:
+        if not self._owns_process:
             logger.error("job %s cannot be interrupted, and this worker does not own its process", job_id)
             return
         self.presence.close()
