@@ -46,8 +46,8 @@ class LiveServer:
         self.server.should_exit = True
         self.thread.join(10)
 
-    def client(self, **kwargs: object) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=30, **kwargs)  # type: ignore[arg-type]
+    def client(self, **kwargs: Any) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=30, **kwargs)
 
 
 @pytest.fixture
