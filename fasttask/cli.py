@@ -10,7 +10,6 @@ import sys
 from collections.abc import Sequence
 
 from .app import FastTaskAPI
-from .client.cli import add_call_command
 from .errors import ConfigError
 
 
@@ -77,7 +76,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     worker_cmd.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     worker_cmd.set_defaults(handler=work)
-    add_call_command(commands)
     return parser
 
 
