@@ -313,3 +313,17 @@ def test_a_worker_process_with_concurrency_runs_jobs_side_by_side(cluster: Clust
     worker.send_signal(signal.SIGTERM)
     assert worker.wait(30) == 0
     assert cluster.worker_count() == 0
+
+
+def test_a_full_redis_answers_503_not_500(cluster: Cluster) -> None:
+    url = cluster.api()
+    with cluster.client() as connection:
+        connection.config_set("maxmemory-policy", "noeviction")
+        connection.config_set("maxmemory", "1")  # below what is in use: every write is refused
+        try:
+            refused = httpx.post(f"{url}/echo", json={"n": 1})
+        finally:
+            connection.config_set("maxmemory", "0")
+    assert refused.status_code == 503
+    assert "cannot take writes" in refused.json()["detail"]
+    assert submit(url, "/echo", n=2)["status"] == "queued"

@@ -17,7 +17,7 @@ from redis import Redis as SyncRedis
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import OutOfMemoryError, ReadOnlyError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq.job import Job as RQJob
 from rq.job import JobStatus as RQStatus
@@ -336,6 +336,12 @@ class RedisBroker(Broker):
         except _OFFLINE as exc:
             self._registered_queues = False
             raise BackendUnavailable(f"the queue backend (Redis) is unreachable: {exc}") from None
+        except (OutOfMemoryError, ReadOnlyError) as exc:
+            raise BackendUnavailable(f"the queue backend (Redis) cannot take writes now: {exc}") from None
+        except ResponseError as exc:
+            if str(exc).startswith(("OOM", "READONLY")):  # raised by a command inside a Lua script
+                raise BackendUnavailable(f"the queue backend (Redis) cannot take writes now: {exc}") from None
+            raise
 
 
 def _as_bytes(value: bytes | str) -> bytes:
