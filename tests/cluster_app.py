@@ -8,7 +8,7 @@ import time
 
 import redis
 
-from fasttask import FastTaskAPI, JobProgress
+from fasttask import FastTaskAPI, JobProgress, MediaFile
 
 app = FastTaskAPI(title="cluster test")
 _counter = redis.Redis.from_url(os.environ["FTAPI_REDIS_URL"]) if os.environ.get("FTAPI_REDIS_URL") else None
@@ -25,6 +25,11 @@ def _count_run(key: str) -> None:
 def echo(n: int) -> int:
     _count_run(f"echo:{n}")
     return n * 2
+
+
+@app.task_endpoint("/echo_file", queue_size=100)
+def echo_file(file: MediaFile) -> MediaFile:
+    return file
 
 
 @app.task_endpoint("/limited", queue_size=3)

@@ -144,11 +144,12 @@ def test_cluster_script_runs_500_jobs_exactly_once(tmp_path: Path) -> None:
     base = free_port()
     while free_port() in (base + 1,):
         base = free_port()
-    redis_port = free_port()
+    redis_port, s3_port = free_port(), free_port()
     script = subprocess.Popen(
         [
             sys.executable, str(ROOT / "scripts" / "cluster"), "--app", APP, "--apis", "2", "--workers", "3",
             "--port", str(base), "--redis-port", str(redis_port), "--dir", str(tmp_path / "cluster"),
+            "--s3-port", str(s3_port),
         ],
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
@@ -190,6 +191,11 @@ def test_cluster_script_runs_500_jobs_exactly_once(tmp_path: Path) -> None:
         assert runs == {f"echo:{n}": 1 for n in range(500)}
         assert len(set(connection.hvals("test:ran_on"))) > 1, "the jobs should spread over the workers"
         connection.close()
+        # the cluster's object storage carries a file too large to travel inside Redis
+        big = os.urandom(400_000)
+        stored = httpx.post(f"{urls[0]}/echo_file", files={"file": ("big.bin", big)}, timeout=30).json()
+        result = httpx.get(f"{urls[1]}/jobs/{stored['id']}", params={"wait": 30}, timeout=40).json()["result"]
+        assert httpx.get(urls[0] + result["url"], timeout=30).content == big
     finally:
         script.send_signal(signal.SIGTERM)
         _, errors = script.communicate(timeout=90)
