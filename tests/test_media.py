@@ -7,13 +7,12 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+import media_toolkit as toolkit
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
 from fasttask import FastTaskAPI, ImageFile, MediaFile
-
-np = pytest.importorskip("numpy")
-toolkit = pytest.importorskip("media_toolkit")
 
 ClientFor = Callable[[FastTaskAPI], TestClient]
 

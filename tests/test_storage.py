@@ -11,6 +11,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import boto3
 import httpx
 import pytest
 import redis
@@ -21,9 +22,6 @@ from fasttask.storage import ObjectStore
 
 from .apps import make_app
 from .conftest import free_port
-
-boto3 = pytest.importorskip("boto3")
-pytest.importorskip("moto")
 
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}
 CONTENT = os.urandom(300_000)
