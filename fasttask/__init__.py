@@ -2,6 +2,21 @@
 
 from ._version import __version__
 from .app import FastTaskAPI
+from .client import (
+    APIError,
+    AsyncClient,
+    AsyncJob,
+    AsyncRemoteFile,
+    Client,
+    ClientError,
+    ConnectionFailed,
+    Job,
+    JobFailed,
+    JobState,
+    RemoteFile,
+    ResultTimeout,
+    StreamEvent,
+)
 from .errors import (
     BackendUnavailable,
     ConfigError,
@@ -21,23 +36,36 @@ from .progress import JobProgress
 from .settings import Settings
 
 __all__ = [
+    "APIError",
+    "AsyncClient",
+    "AsyncJob",
+    "AsyncRemoteFile",
     "AudioFile",
     "BackendUnavailable",
+    "Client",
+    "ClientError",
     "ConfigError",
+    "ConnectionFailed",
     "FastTaskAPI",
     "FastTaskError",
     "ImageFile",
     "InvalidInput",
+    "Job",
     "JobAlreadyFinal",
     "JobCancelled",
+    "JobFailed",
     "JobNotFound",
     "JobProgress",
+    "JobState",
     "JobStatus",
     "MediaFile",
     "MissingExtra",
     "PayloadTooLarge",
     "QueueFull",
+    "RemoteFile",
+    "ResultTimeout",
     "Settings",
+    "StreamEvent",
     "Unauthorized",
     "VideoFile",
     "__version__",

@@ -19,6 +19,7 @@ from starlette.types import ASGIApp
 from .auth import ApiKeyMiddleware
 from .brokers import Broker, JobEvent, create_broker
 from .errors import FastTaskError, InvalidInput
+from .files import close_files
 from .hotpath import HotPath, parse_wait
 from .jobs import JobRecord
 from .openapi import install_openapi
@@ -100,7 +101,11 @@ def _submit_route(
 ) -> Callable[[Request], Coroutine[Any, Any, Response]]:
     async def submit(request: Request) -> Response:
         params = await read_params(request, task, limits)
-        record = await broker.submit(task, params)
+        try:
+            record = await broker.submit(task, params)
+        except BaseException:
+            close_files(params.values())  # refused (429, 503, 413): nobody else will read them
+            raise
         return json_response(record.to_json(), 202, {"Location": f"/jobs/{record.id}"})
 
     return submit

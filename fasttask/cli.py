@@ -10,6 +10,7 @@ import sys
 from collections.abc import Sequence
 
 from .app import FastTaskAPI
+from .client.cli import add_call_command
 from .errors import ConfigError
 
 
@@ -76,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     worker_cmd.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     worker_cmd.set_defaults(handler=work)
+    add_call_command(commands)
     return parser
 
 

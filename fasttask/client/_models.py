@@ -1,0 +1,98 @@
+"""What the client hands back: a job's state and the events of its stream."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+from ..jobs import JobStatus, is_file_result
+from ._errors import ClientError
+
+FileWrapper = Callable[[dict[str, Any]], Any]
+"""Turns a file result `{file_name, content_type, size, url}` into an object that downloads it."""
+
+
+@dataclass(frozen=True)
+class JobState:
+    """A job as the service last reported it. File results in `result` are download objects."""
+
+    id: str
+    status: JobStatus
+    endpoint: str | None = None
+    progress: float = 0.0
+    message: str | None = None
+    result: Any = None
+    error: dict[str, str] | None = None
+    created_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    """The job JSON as the service sent it (file results as their plain dicts)."""
+
+    @property
+    def is_final(self) -> bool:
+        return self.status.is_final
+
+    @property
+    def error_type(self) -> str | None:
+        return None if self.error is None else self.error.get("type")
+
+    @property
+    def error_message(self) -> str | None:
+        return None if self.error is None else self.error.get("message")
+
+
+@dataclass(frozen=True)
+class StreamEvent:
+    """One event of a job's stream: `progress` and `end` carry the job, `output` one yield of a generator task."""
+
+    kind: Literal["progress", "output", "end"]
+    job: JobState | None = None
+    output: Any = None
+
+
+def parse_job(data: Any, wrap_file: FileWrapper) -> JobState:
+    """The job JSON of CONTRACT.md section 2 as a JobState."""
+    if not isinstance(data, dict) or not isinstance(data.get("id"), str):
+        raise ClientError(f"the service did not answer with a job: {str(data)[:200]!r}")
+    try:
+        status = JobStatus(data.get("status"))
+    except ValueError:
+        raise ClientError(f"the service reported an unknown job status {data.get('status')!r}") from None
+    error = data.get("error")
+    return JobState(
+        id=data["id"],
+        status=status,
+        endpoint=data.get("endpoint"),
+        progress=float(data.get("progress") or 0.0),
+        message=data.get("message"),
+        result=wrap_files(data.get("result"), wrap_file),
+        error={str(k): str(v) for k, v in error.items()} if isinstance(error, dict) else None,
+        created_at=_timestamp(data.get("created_at")),
+        started_at=_timestamp(data.get("started_at")),
+        finished_at=_timestamp(data.get("finished_at")),
+        raw=data,
+    )
+
+
+def wrap_files(value: Any, wrap_file: FileWrapper) -> Any:
+    """A copy of a JSON value with each file result replaced by `wrap_file(it)`."""
+    if is_file_result(value):
+        return wrap_file(value)
+    if isinstance(value, list):
+        return [wrap_files(item, wrap_file) for item in value]
+    if isinstance(value, dict):
+        return {key: wrap_files(item, wrap_file) for key, item in value.items()}
+    return value
+
+
+def _timestamp(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        # fromisoformat reads a trailing Z only from Python 3.11 on
+        return datetime.fromisoformat(value[:-1] + "+00:00" if value.endswith("Z") else value)
+    except ValueError:
+        return None

@@ -1,0 +1,165 @@
+"""`fasttask call`: submit a job from the shell, show its progress, print its result and save its files.
+
+Exit status: 0 when the job finished, 1 when it failed, was cancelled or timed out, 2 on a usage or
+connection error (the service could not be reached, or refused the request), 130 on Ctrl-C (which cancels
+the job).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..jobs import JobStatus
+from ._errors import ClientError, JobFailed
+from ._files import RemoteFile, safe_file_name
+from ._progress import JobBar, ProgressDisplay, ProgressLines
+from ._sync import Client, Job
+
+EXIT_FINISHED = 0
+EXIT_JOB_FAILED = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class UsageError(Exception):
+    """A command line that cannot be turned into a call."""
+
+
+def add_call_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register `fasttask call` on the `fasttask` command's subcommands."""
+    call = commands.add_parser(
+        "call",
+        help="submit a job to a fasttask service, wait for it and print its result",
+        description="Submit a job, show its progress on stderr, print the result on stdout and save result files.",
+    )
+    call.add_argument("url", metavar="URL", help="the service's base URL, e.g. http://127.0.0.1:8000")
+    call.add_argument("path", metavar="PATH", help="the task's path, e.g. /make_fries")
+    call.add_argument(
+        "-p",
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a parameter, sent as a form field (repeat a key for a list; JSON text for a model or dict)",
+    )
+    call.add_argument(
+        "-f",
+        "--file",
+        action="append",
+        default=[],
+        metavar="NAME=@PATH",
+        help="a file parameter, uploaded from PATH (repeat NAME for a list of files)",
+    )
+    call.add_argument(
+        "--out", type=Path, default=Path("."), metavar="DIR", help="where result files go (default: the current one)"
+    )
+    call.add_argument("--json", action="store_true", help="print exactly the result as JSON")
+    call.add_argument("--api-key", default=None, metavar="KEY", help="the service's API key (default: $FTAPI_API_KEY)")
+    call.set_defaults(handler=run_call)
+
+
+def run_call(args: argparse.Namespace) -> int:
+    try:
+        params = parse_params(args.param, args.file)
+        client = Client(args.url, args.api_key or os.environ.get("FTAPI_API_KEY") or None)
+    except (UsageError, ValueError) as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    path = args.path if args.path.startswith("/") else f"/{args.path}"
+    with client:
+        try:
+            job = client.submit_params(path, params, as_form=True)
+        except (ClientError, OSError) as exc:
+            return _fail(str(exc), EXIT_USAGE)
+        except KeyboardInterrupt:
+            return EXIT_INTERRUPTED
+        _say(f"job {job.id} submitted to {path}")
+        try:
+            return _finish(job, args)
+        except KeyboardInterrupt:
+            try:
+                job.cancel()
+            except ClientError as exc:
+                return _fail(f"interrupted; cancelling job {job.id} failed: {exc}", EXIT_INTERRUPTED)
+            _say(f"interrupted: job {job.id} cancelled")
+            return EXIT_INTERRUPTED
+        except (ClientError, OSError) as exc:
+            return _fail(f"{exc} (job {job.id})", EXIT_USAGE)
+
+
+def _finish(job: Job, args: argparse.Namespace) -> int:
+    display: ProgressDisplay = JobBar(sys.stderr) if sys.stderr.isatty() else ProgressLines(sys.stderr)
+    state = job._wait(None, display)
+    if state.status is not JobStatus.FINISHED:
+        return _fail(str(JobFailed(state)), EXIT_JOB_FAILED)
+    saved: list[Path] = []
+    shown = save_files(state.result, args.out, saved)
+    if args.json:
+        print(json.dumps(state.raw.get("result"), ensure_ascii=False))
+        for path in saved:
+            _say(f"saved {path}")
+    elif isinstance(shown, str):
+        print(shown)
+    elif shown is not None:
+        print(json.dumps(shown, indent=2, ensure_ascii=False))
+    return EXIT_FINISHED
+
+
+def parse_params(params: list[str], files: list[str]) -> dict[str, Any]:
+    """Form values from `-p KEY=VALUE` and `-f NAME=@PATH`; a repeated key gives a list."""
+    values: dict[str, list[Any]] = {}
+    for item in params:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"-p expects KEY=VALUE, got {item!r}")
+        values.setdefault(key, []).append(value)
+    for item in files:
+        key, sep, value = item.partition("=")
+        value = value[1:] if value.startswith("@") else value
+        if not sep or not key or not value:
+            raise UsageError(f"-f expects NAME=@PATH, got {item!r}")
+        path = Path(value).expanduser()
+        if not path.is_file():
+            raise UsageError(f"-f {key}: no such file: {value}")
+        if key in values and not isinstance(values[key][0], Path):
+            raise UsageError(f"{key!r} is given both as -p and as -f")
+        values.setdefault(key, []).append(path)
+    return {key: items[0] if len(items) == 1 else items for key, items in values.items()}
+
+
+def save_files(value: Any, out_dir: Path, saved: list[Path]) -> Any:
+    """Save every file result in `value` into `out_dir` (never over an existing file), adding each path to
+    `saved`; returns the value with each file replaced by the path it was saved at."""
+    if isinstance(value, RemoteFile):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        path = value.save(_free_path(out_dir, safe_file_name(value.file_name)))
+        saved.append(path)
+        return str(path)
+    if isinstance(value, list):
+        return [save_files(item, out_dir, saved) for item in value]
+    if isinstance(value, dict):
+        return {key: save_files(item, out_dir, saved) for key, item in value.items()}
+    return value
+
+
+def _free_path(directory: Path, name: str) -> Path:
+    candidate = directory / name
+    stem, suffix = Path(name).stem, Path(name).suffix
+    number = 1
+    while candidate.exists():
+        candidate = directory / f"{stem}-{number}{suffix}"
+        number += 1
+    return candidate
+
+
+def _say(message: str) -> None:
+    print(f"fasttask: {message}", file=sys.stderr, flush=True)
+
+
+def _fail(message: str, code: int) -> int:
+    _say(message)
+    return code
