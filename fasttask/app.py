@@ -133,8 +133,11 @@ class FastTaskAPI:
 
     def start(self, host: str | None = None, port: int | None = None) -> None:
         """Serve per the settings: an HTTP server, or (FTAPI_BACKEND=runpod) a runpod serverless worker."""
-        if self.settings.backend == "runpod":
-            raise ConfigError("FTAPI_BACKEND=runpod is not available in this version of fasttask")
+        if self.settings.backend == "runpod":  # host and port are runpod's flags here (--rp_api_port, ...)
+            from .serverless import serve_runpod
+
+            serve_runpod(self)
+            return
         import uvicorn
 
         uvicorn.run(self, host=host or self.settings.host, port=port or self.settings.port, log_level="info")

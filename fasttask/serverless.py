@@ -1,0 +1,468 @@
+"""Runpod serverless mode (FTAPI_BACKEND=runpod): every task endpoint of the app behind one runpod handler.
+
+The only module that imports the runpod SDK, and it does so only when the app starts in this mode (the
+`runpod` extra). The handler itself needs nothing from the SDK but `progress_update`, so tests call it
+directly.
+
+A job's input is `{"path": "/make_fries", <the task's parameters>}`. The parameters validate exactly like
+the HTTP route's (defaults, pydantic models, files as base64 / data URI / dict / URL behind the same
+address guard); the output is the task's return value as JSON, file results as `{file_name, content_type,
+content}` (base64) or, with a bucket, `{file_name, content_type, size, url}`. Whatever goes wrong (no such
+path, invalid input, the task raised or timed out) is returned as runpod's `{"error": "..."}`, which makes
+the job FAILED with that message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import logging
+import math
+import os
+import re
+import threading
+import time
+import traceback
+from collections import deque
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
+
+from pydantic import ValidationError
+
+from . import storage
+from .errors import ConfigError, FastTaskError, JobCancelled, MissingExtra
+from .execution import run_async, run_sync
+from .fetch import download
+from .files import MediaFile, close_files, iter_files
+from .progress import JobProgress
+from .settings import Settings
+from .storage import MAX_PRESIGN_S, ObjectStore
+from .tasks import TaskDef, TaskKind, validation_errors
+
+if TYPE_CHECKING:
+    from .app import FastTaskAPI
+
+logger = logging.getLogger("fasttask.runpod")
+
+PROGRESS_INTERVAL_S = 0.5
+"""At most one progress update per job this often; a report inside the window is sent when it ends."""
+
+SWEEP_INTERVAL_S = 600.0
+"""How often (at most) a worker that uploads result files deletes the expired ones from the bucket."""
+
+RUNPOD_BUCKET_VARIABLES = ("BUCKET_ENDPOINT_URL", "BUCKET_ACCESS_KEY_ID", "BUCKET_SECRET_ACCESS_KEY")
+"""Runpod's own bucket settings (those of runpod.serverless.utils.rp_upload); the bucket is BUCKET_NAME."""
+
+_MB = 1024 * 1024
+
+
+def _runpod() -> Any:
+    try:
+        return importlib.import_module("runpod")
+    except ImportError as exc:
+        raise MissingExtra("FTAPI_BACKEND=runpod needs the runpod SDK: pip install 'fasttask[runpod]'") from exc
+
+
+def serve_runpod(app: FastTaskAPI) -> None:
+    """Run the app as a runpod serverless worker: the setup hooks first, then runpod's job loop.
+
+    runpod's own command-line flags apply: `--rp_serve_api --rp_api_host 127.0.0.1 --rp_api_port P` serves
+    its local test API, `--test_input '{"input": {...}}'` runs one job and exits.
+    """
+    runpod = _runpod()
+    worker = RunpodWorker(app)
+    asyncio.run(app.run_setup_hooks())  # before the first job is taken: model loading stays out of every job
+    runpod.serverless.start(worker.config())
+
+
+def progress_update(job: Mapping[str, Any], update: dict[str, Any]) -> None:
+    """Hand a progress report to runpod, when there is a runpod to receive it.
+
+    Off the platform (runpod's local test API, `--test_input`) the SDK would post to an unset URL and log an
+    error for every report, so the report is only logged here.
+    """
+    if not os.environ.get("RUNPOD_WEBHOOK_POST_OUTPUT"):
+        logger.debug("job %s progress %s (not sent: not running on runpod)", job.get("id"), update)
+        return
+    _runpod().serverless.progress_update(dict(job), update)
+
+
+class JobFailed(Exception):
+    """Ends a runpod job as FAILED with `message`."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class RunpodWorker:
+    """The runpod handler for an app's task endpoints, and the runpod configuration that goes with it."""
+
+    def __init__(self, app: FastTaskAPI) -> None:
+        if not app.tasks:
+            raise ConfigError("FTAPI_BACKEND=runpod: the app has no task endpoints to serve")
+        self.app = app
+        self.settings = app.settings
+        self.concurrency = app.settings.concurrency or 1
+        self.store = result_store(app.settings)
+        self.max_file_bytes = int(app.settings.max_file_mb * _MB)
+        self._executor = ThreadPoolExecutor(self.concurrency, thread_name_prefix="fasttask-runpod")
+        self._last_sweep = -math.inf
+
+    def config(self) -> dict[str, Any]:
+        """What `runpod.serverless.start` takes."""
+        if self.settings.runpod_stream:
+            return {
+                "handler": self.handle_stream,
+                "return_aggregate_stream": True,
+                "concurrency_modifier": self.concurrency_modifier,
+            }
+        return {"handler": self.handle, "concurrency_modifier": self.concurrency_modifier}
+
+    def concurrency_modifier(self, current: int) -> int:
+        """Jobs this worker runs at once: FTAPI_CONCURRENCY (default 1)."""
+        return self.concurrency
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    # -- the handlers ---------------------------------------------------------------------------------
+    async def handle(self, job: dict[str, Any]) -> Any:
+        """The handler without streaming: the output is the task's return value (a generator's yields as a list)."""
+        try:
+            async with contextlib.aclosing(self._events(job)) as events:
+                async for kind, value in events:
+                    if kind != "output":
+                        return value
+        except JobFailed as failure:
+            return {"error": failure.message}
+        raise AssertionError("a job ended without a result")  # pragma: no cover
+
+    async def handle_stream(self, job: dict[str, Any]) -> AsyncIterator[Any]:
+        """The handler with FTAPI_RUNPOD_STREAM=1: a generator task's yields stream one by one, a plain task's
+        return value comes as the only item, and a failure as a last `{"error": ...}` item (runpod then marks
+        the job FAILED)."""
+        try:
+            async with contextlib.aclosing(self._events(job)) as events:
+                async for kind, value in events:
+                    if kind != "outputs":  # a generator's list of yields: already streamed one by one
+                        yield value
+        except JobFailed as failure:
+            yield {"error": failure.message}
+
+    # -- one job --------------------------------------------------------------------------------------
+    async def _events(self, job: Mapping[str, Any]) -> AsyncGenerator[tuple[str, Any], None]:
+        """`("output", value)` for each yield of a generator task as it happens, then `("result", value)` for
+        a plain task or `("outputs", [value, ...])` for a generator task.
+
+        Raises JobFailed. The task runs on this worker's threads (`def`, generators) or on the running
+        event loop (`async def`, async generators).
+        """
+        job_id = str(job.get("id", ""))
+        await self.app.run_setup_hooks()  # done already when started by serve_runpod
+        task, params = await self._prepare(job.get("input"))
+        stop = threading.Event()
+        progress_sender = _ProgressSender(job)
+        progress = JobProgress(job_id, progress_sender.report, stop)
+        files = _ResultFiles(self.store, job_id, task.result_ttl_s)
+        loop = asyncio.get_running_loop()
+        outputs: deque[Any] = deque()
+        wake = asyncio.Event()
+
+        def push(value: Any) -> None:
+            outputs.append(value)
+            wake.set()
+
+        loop_thread = threading.get_ident()
+
+        def on_output(value: Any) -> None:
+            if threading.get_ident() == loop_thread:  # an async generator: in order, before the task is done
+                push(value)
+            else:  # a thread: runs before the future is done, which also reaches the loop this way
+                loop.call_soon_threadsafe(push, value)
+
+        def run_in_thread() -> Any:
+            if stop.is_set():  # stopped while it waited for a thread
+                raise JobCancelled(f"job {job_id} was stopped")
+            return run_sync(task, params, progress, files.keep, on_output)
+
+        running: asyncio.Future[Any]
+        if task.kind in (TaskKind.SYNC, TaskKind.GENERATOR):
+            running = loop.run_in_executor(self._executor, run_in_thread)
+        else:
+            running = asyncio.ensure_future(run_async(task, params, progress, files.keep, on_output))
+        running.add_done_callback(lambda _: wake.set())
+        deadline = None if task.timeout_s is None else loop.time() + task.timeout_s
+        timed_out = False
+        try:
+            while True:
+                wake.clear()
+                while outputs:
+                    value = outputs.popleft()
+                    if not timed_out:
+                        await self._resolve(files)
+                        yield "output", value
+                if running.done():
+                    break
+                wait_s = None if deadline is None or timed_out else max(0.0, deadline - loop.time())
+                try:
+                    await asyncio.wait_for(wake.wait(), wait_s)
+                except asyncio.TimeoutError:
+                    # async code is cancelled outright; threads stop at their next set_status or yield
+                    timed_out = True
+                    stop.set()
+                    if isinstance(running, asyncio.Task):
+                        running.cancel()
+            if timed_out:
+                raise JobFailed(f"task {task.path} timed out after {task.timeout_s:g} s")
+            error = running.exception()
+            if error is not None:
+                raise JobFailed(self._task_error(task, job_id, error))
+            result = running.result()
+            await self._resolve(files)
+            yield ("outputs" if task.kind in (TaskKind.GENERATOR, TaskKind.ASYNC_GENERATOR) else "result"), result
+        finally:
+            progress_sender.close()
+            if not running.done():  # runpod stopped the job (or its consumer went away)
+                stop.set()  # a thread stops at its next set_status or yield
+                if isinstance(running, asyncio.Task):
+                    running.cancel()
+
+            def cleanup(_: object = None) -> None:
+                close_files(params.values())
+                files.close()
+
+            if running.done():
+                cleanup()
+            else:  # a thread still runs the task: its files stay open until it returns
+                running.add_done_callback(cleanup)
+            self._maybe_sweep(files)
+
+    async def _prepare(self, data: Any) -> tuple[TaskDef, dict[str, Any]]:
+        """The task the input's path names, and its validated keyword arguments (URL files downloaded)."""
+        if not isinstance(data, dict):
+            raise JobFailed('the job input must be a JSON object: {"path": "/<task>", <its parameters>}')
+        values = dict(data)
+        task = self._route(values.pop("path", None))
+        try:
+            params = task.validate(values, self.max_file_bytes)
+        except ValidationError as exc:
+            close_files(values.values())
+            raise JobFailed(f"invalid input for {task.path}: {_field_errors(exc)}") from None
+        except FastTaskError as exc:  # a file over FTAPI_MAX_FILE_MB
+            close_files(values.values())
+            raise JobFailed(f"invalid input for {task.path}: {exc.detail}") from None
+        try:
+            for name, value in params.items():
+                for media in iter_files(value):
+                    if media.source_url is None:
+                        continue
+                    try:
+                        downloaded = await download(
+                            media.source_url, self.max_file_bytes, self.settings.allow_private_urls
+                        )
+                    except FastTaskError as exc:
+                        raise JobFailed(f"invalid input for {task.path}: input.{name}: {exc.detail}") from None
+                    media.take_content(downloaded)
+        except BaseException:
+            close_files(params.values())
+            raise
+        return task, params
+
+    def _route(self, path: Any) -> TaskDef:
+        tasks = self.app.tasks
+        served = ", ".join(tasks)
+        if path is None:
+            if len(tasks) == 1:
+                return next(iter(tasks.values()))
+            raise JobFailed(f"the job input has no path: say which task to run, one of {served}")
+        task = None
+        if isinstance(path, str):
+            task = tasks.get(path) or (None if path.startswith("/") else tasks.get("/" + path))
+        if task is None:
+            raise JobFailed(f"unknown path {path!r}: this worker serves {served}")
+        return task
+
+    def _task_error(self, task: TaskDef, job_id: str, error: BaseException) -> str:
+        logger.error("job %s: task %s raised", job_id, task.path, exc_info=error)
+        message = f"task {task.path} raised {type(error).__name__}: {error}"
+        if isinstance(error, JobCancelled):
+            message = f"task {task.path} was stopped"
+        if self.settings.debug:
+            message += "\n" + "".join(traceback.format_exception(error))
+        return message
+
+    async def _resolve(self, files: _ResultFiles) -> None:
+        """Fill in the file results handed out so far: base64, or uploaded to the bucket (off the event loop)."""
+        if not files.pending:
+            return
+        try:
+            await asyncio.to_thread(files.resolve)
+        except Exception as exc:
+            logger.error("job %s: storing a result file failed", files.job_id, exc_info=exc)
+            raise JobFailed(f"could not store a result file: {type(exc).__name__}: {exc}") from None
+
+    def _maybe_sweep(self, files: _ResultFiles) -> None:
+        store = self.store
+        if store is None or not files.uploaded or time.monotonic() - self._last_sweep < SWEEP_INTERVAL_S:
+            return
+        self._last_sweep = time.monotonic()
+
+        def sweep() -> None:
+            try:
+                store.sweep()
+            except Exception as exc:  # best effort: the next sweep tries again
+                logger.warning("deleting expired result files failed: %s", exc)
+
+        threading.Thread(target=sweep, name="fasttask-runpod-sweep", daemon=True).start()
+
+
+class _ProgressSender:
+    """One job's progress reports to runpod: at most one per PROGRESS_INTERVAL_S; a report inside the
+    window is sent when the window ends, so the latest progress always shows while the job runs. Reports
+    still pending when the job ends are dropped: the job's result replaces them."""
+
+    def __init__(self, job: Mapping[str, Any]) -> None:
+        self.job = job
+        self._lock = threading.Lock()
+        self._sent_at = -math.inf
+        self._pending: tuple[float, str | None] | None = None
+        self._timer: threading.Timer | None = None
+        self._closed = False
+
+    def report(self, progress: float, message: str | None) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._pending = (progress, message)
+            wait_s = self._sent_at + PROGRESS_INTERVAL_S - time.monotonic()
+            if wait_s <= 0:
+                self._send()
+            elif self._timer is None:
+                self._timer = threading.Timer(wait_s, self._flush)
+                self._timer.daemon = True
+                self._timer.start()
+
+    def _flush(self) -> None:
+        with self._lock:
+            self._timer = None
+            if not self._closed and self._pending is not None:
+                self._send()
+
+    def _send(self) -> None:
+        assert self._pending is not None
+        progress, message = self._pending
+        self._pending = None
+        self._sent_at = time.monotonic()
+        try:
+            progress_update(self.job, {"progress": progress, "message": message})
+        except Exception as exc:  # progress is best effort: never fail the task for it
+            logger.warning("job %s: progress update failed: %s", self.job.get("id"), exc)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+
+
+class _ResultFiles:
+    """The files a job's result holds. The result is built with an empty dict per file; `resolve` (blocking)
+    fills each in: `{file_name, content_type, content}` inline, or `{file_name, content_type, size, url}`
+    once uploaded to the bucket."""
+
+    def __init__(self, store: ObjectStore | None, job_id: str, ttl_s: float) -> None:
+        self.objects = store
+        self.job_id = job_id
+        self.ttl_s = ttl_s
+        self.pending: list[tuple[MediaFile, dict[str, Any]]] = []
+        self.uploaded = 0
+        self._files: list[MediaFile] = []
+        self._lock = threading.Lock()
+
+    def keep(self, media: MediaFile) -> dict[str, Any]:
+        placeholder: dict[str, Any] = {}
+        with self._lock:
+            self.pending.append((media, placeholder))
+            self._files.append(media)
+        return placeholder
+
+    def resolve(self) -> None:
+        with self._lock:
+            batch, self.pending = self.pending, []
+        for media, placeholder in batch:
+            placeholder.update(self._describe(media))
+
+    def _describe(self, media: MediaFile) -> dict[str, Any]:
+        store = self.objects
+        if store is None:
+            return media.to_dict()
+        key = store.key_for(self.job_id or "job", f"out-{self.uploaded}-{media.file_name}", self.ttl_s)
+        self.uploaded += 1
+        store.put_file(key, media)
+        url = store.presigned_url(key, self.ttl_s) or store.client.generate_presigned_url(
+            "get_object",
+            Params={"Bucket": store.bucket, "Key": key},
+            ExpiresIn=max(1, min(int(self.ttl_s), MAX_PRESIGN_S)),
+        )
+        return {"file_name": media.file_name, "content_type": media.content_type, "size": media.size, "url": str(url)}
+
+    def close(self) -> None:
+        close_files(self._files)
+
+
+def result_store(settings: Settings, environ: Mapping[str, str] | None = None) -> ObjectStore | None:
+    """Where file results go: FTAPI_S3_BUCKET (with FTAPI_S3_ENDPOINT_URL and the standard AWS credentials),
+    else runpod's BUCKET_ENDPOINT_URL, BUCKET_ACCESS_KEY_ID, BUCKET_SECRET_ACCESS_KEY with BUCKET_NAME, else
+    nowhere (files travel inline as base64)."""
+    env = os.environ if environ is None else environ
+    if settings.s3_bucket:
+        return ObjectStore(settings)
+    endpoint, access_key_id, secret = (env.get(name) for name in RUNPOD_BUCKET_VARIABLES)
+    if not (endpoint and access_key_id and secret):
+        return None
+    bucket = env.get("BUCKET_NAME")
+    if not bucket:
+        logger.warning("BUCKET_ENDPOINT_URL is set but BUCKET_NAME is not: file results stay inline (base64)")
+        return None
+    return _KeyedObjectStore(bucket, endpoint, access_key_id, secret)
+
+
+class _KeyedObjectStore(ObjectStore):
+    """An ObjectStore whose credentials are given (runpod's BUCKET_* variables), not the AWS defaults."""
+
+    def __init__(self, bucket: str, endpoint_url: str, access_key_id: str, secret_access_key: str) -> None:
+        super().__init__(Settings(s3_bucket=bucket, s3_endpoint_url=endpoint_url))
+        self.client = storage._boto3().client(
+            "s3",
+            endpoint_url=endpoint_url,
+            aws_access_key_id=access_key_id,
+            aws_secret_access_key=secret_access_key,
+            region_name=_region_of(endpoint_url),
+            config=self.client.meta.config,
+        )
+
+
+def _region_of(endpoint_url: str) -> str | None:
+    """The region in an AWS or DigitalOcean Spaces endpoint URL (None: boto3's default applies)."""
+    host = urlparse(endpoint_url).hostname or ""
+    aws = re.search(r"(?:^|\.)s3[.-]([a-z0-9-]+)\.amazonaws\.com$", host)
+    if aws:
+        return aws.group(1)
+    if host.endswith(".digitaloceanspaces.com"):
+        return host.split(".")[-3]
+    return None
+
+
+def _field_errors(exc: ValidationError) -> str:
+    """pydantic's errors as one line: `input.amount: Input should be a valid integer; ...`."""
+    return "; ".join(
+        f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}" for error in validation_errors(exc, "input")
+    )
+
+
+__all__ = ["JobFailed", "RunpodWorker", "progress_update", "result_store", "serve_runpod"]
