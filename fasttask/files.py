@@ -237,6 +237,14 @@ class MediaFile:
     @classmethod
     def _validate(cls, value: Any, info: core_schema.ValidationInfo) -> MediaFile:
         context = info.context if isinstance(info.context, dict) else {}
+        media = cls._parse(value, context)
+        created = context.get("created_files")
+        if isinstance(created, list) and media is not value:
+            created.append(media)  # closed by the caller if another field fails validation
+        return media
+
+    @classmethod
+    def _parse(cls, value: Any, context: dict[str, Any]) -> MediaFile:
         max_bytes = context.get("max_file_bytes")
         try:
             if isinstance(value, MediaFile):

@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 from .errors import ConfigError
-from .files import MediaFile
+from .files import MediaFile, close_files
 from .progress import JobProgress
 
 DEFAULT_QUEUE_SIZE = 100
@@ -115,8 +115,13 @@ class TaskDef:
 
         `trusted_objects` lets files refer to object-storage keys: only for job records, never requests.
         """
-        context = {"max_file_bytes": max_file_bytes, "trusted_objects": trusted_objects}
-        model = self.params_model.model_validate(data, context=context)
+        created: list[MediaFile] = []
+        context = {"max_file_bytes": max_file_bytes, "trusted_objects": trusted_objects, "created_files": created}
+        try:
+            model = self.params_model.model_validate(data, context=context)
+        except BaseException:
+            close_files(created)  # files decoded before another field failed: nobody else holds them
+            raise
         return {name: getattr(model, name) for name in type(model).model_fields}
 
     def dump_params(self, params: Mapping[str, Any]) -> dict[str, Any]:
