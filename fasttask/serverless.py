@@ -20,7 +20,6 @@ import importlib
 import logging
 import math
 import os
-import re
 import threading
 import time
 import traceback
@@ -28,18 +27,15 @@ from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlparse
 
 from pydantic import ValidationError
 
-from . import storage
 from .errors import ConfigError, FastTaskError, JobCancelled, MissingExtra
 from .execution import run_async, run_sync
 from .fetch import download
-from .files import MediaFile, close_files, iter_files
+from .files import close_files, iter_files
 from .progress import JobProgress
-from .settings import Settings
-from .storage import MAX_PRESIGN_S, ObjectStore
+from .runpod_files import ResultFiles, result_store
 from .tasks import TaskDef, TaskKind, validation_errors
 
 if TYPE_CHECKING:
@@ -53,7 +49,6 @@ PROGRESS_INTERVAL_S = 0.5
 SWEEP_INTERVAL_S = 600.0
 """How often (at most) a worker that uploads result files deletes the expired ones from the bucket."""
 
-RUNPOD_BUCKET_VARIABLES = ("BUCKET_ENDPOINT_URL", "BUCKET_ACCESS_KEY_ID", "BUCKET_SECRET_ACCESS_KEY")
 """Runpod's own bucket settings (those of runpod.serverless.utils.rp_upload); the bucket is BUCKET_NAME."""
 
 _MB = 1024 * 1024
@@ -167,7 +162,7 @@ class RunpodWorker:
         stop = threading.Event()
         progress_sender = _ProgressSender(job)
         progress = JobProgress(job_id, progress_sender.report, stop)
-        files = _ResultFiles(self.store, job_id, task.result_ttl_s)
+        files = ResultFiles(self.store, job_id, task.result_ttl_s)
         loop = asyncio.get_running_loop()
         outputs: deque[Any] = deque()
         wake = asyncio.Event()
@@ -295,7 +290,7 @@ class RunpodWorker:
             message += "\n" + "".join(traceback.format_exception(error))
         return message
 
-    async def _resolve(self, files: _ResultFiles) -> None:
+    async def _resolve(self, files: ResultFiles) -> None:
         """Fill in the file results handed out so far: base64, or uploaded to the bucket (off the event loop)."""
         if not files.pending:
             return
@@ -305,7 +300,7 @@ class RunpodWorker:
             logger.error("job %s: storing a result file failed", files.job_id, exc_info=exc)
             raise JobFailed(f"could not store a result file: {type(exc).__name__}: {exc}") from None
 
-    def _maybe_sweep(self, files: _ResultFiles) -> None:
+    def _maybe_sweep(self, files: ResultFiles) -> None:
         store = self.store
         if store is None or not files.uploaded or time.monotonic() - self._last_sweep < SWEEP_INTERVAL_S:
             return
@@ -368,94 +363,6 @@ class _ProgressSender:
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None
-
-
-class _ResultFiles:
-    """The files a job's result holds. The result is built with an empty dict per file; `resolve` (blocking)
-    fills each in: `{file_name, content_type, content}` inline, or `{file_name, content_type, size, url}`
-    once uploaded to the bucket."""
-
-    def __init__(self, store: ObjectStore | None, job_id: str, ttl_s: float) -> None:
-        self.objects = store
-        self.job_id = job_id
-        self.ttl_s = ttl_s
-        self.pending: list[tuple[MediaFile, dict[str, Any]]] = []
-        self.uploaded = 0
-        self._files: list[MediaFile] = []
-        self._lock = threading.Lock()
-
-    def keep(self, media: MediaFile) -> dict[str, Any]:
-        placeholder: dict[str, Any] = {}
-        with self._lock:
-            self.pending.append((media, placeholder))
-            self._files.append(media)
-        return placeholder
-
-    def resolve(self) -> None:
-        with self._lock:
-            batch, self.pending = self.pending, []
-        for media, placeholder in batch:
-            placeholder.update(self._describe(media))
-
-    def _describe(self, media: MediaFile) -> dict[str, Any]:
-        store = self.objects
-        if store is None:
-            return media.to_dict()
-        key = store.key_for(self.job_id or "job", f"out-{self.uploaded}-{media.file_name}", self.ttl_s)
-        self.uploaded += 1
-        store.put_file(key, media)
-        url = store.presigned_url(key, self.ttl_s) or store.client.generate_presigned_url(
-            "get_object",
-            Params={"Bucket": store.bucket, "Key": key},
-            ExpiresIn=max(1, min(int(self.ttl_s), MAX_PRESIGN_S)),
-        )
-        return {"file_name": media.file_name, "content_type": media.content_type, "size": media.size, "url": str(url)}
-
-    def close(self) -> None:
-        close_files(self._files)
-
-
-def result_store(settings: Settings, environ: Mapping[str, str] | None = None) -> ObjectStore | None:
-    """Where file results go: FTAPI_S3_BUCKET (with FTAPI_S3_ENDPOINT_URL and the standard AWS credentials),
-    else runpod's BUCKET_ENDPOINT_URL, BUCKET_ACCESS_KEY_ID, BUCKET_SECRET_ACCESS_KEY with BUCKET_NAME, else
-    nowhere (files travel inline as base64)."""
-    env = os.environ if environ is None else environ
-    if settings.s3_bucket:
-        return ObjectStore(settings)
-    endpoint, access_key_id, secret = (env.get(name) for name in RUNPOD_BUCKET_VARIABLES)
-    if not (endpoint and access_key_id and secret):
-        return None
-    bucket = env.get("BUCKET_NAME")
-    if not bucket:
-        logger.warning("BUCKET_ENDPOINT_URL is set but BUCKET_NAME is not: file results stay inline (base64)")
-        return None
-    return _KeyedObjectStore(bucket, endpoint, access_key_id, secret)
-
-
-class _KeyedObjectStore(ObjectStore):
-    """An ObjectStore whose credentials are given (runpod's BUCKET_* variables), not the AWS defaults."""
-
-    def __init__(self, bucket: str, endpoint_url: str, access_key_id: str, secret_access_key: str) -> None:
-        super().__init__(Settings(s3_bucket=bucket, s3_endpoint_url=endpoint_url))
-        self.client = storage._boto3().client(
-            "s3",
-            endpoint_url=endpoint_url,
-            aws_access_key_id=access_key_id,
-            aws_secret_access_key=secret_access_key,
-            region_name=_region_of(endpoint_url),
-            config=self.client.meta.config,
-        )
-
-
-def _region_of(endpoint_url: str) -> str | None:
-    """The region in an AWS or DigitalOcean Spaces endpoint URL (None: boto3's default applies)."""
-    host = urlparse(endpoint_url).hostname or ""
-    aws = re.search(r"(?:^|\.)s3[.-]([a-z0-9-]+)\.amazonaws\.com$", host)
-    if aws:
-        return aws.group(1)
-    if host.endswith(".digitaloceanspaces.com"):
-        return host.split(".")[-3]
-    return None
 
 
 def _field_errors(exc: ValidationError) -> str:
