@@ -26,7 +26,7 @@ from typing import Any
 import httpx
 import pytest
 
-from fasttask import ConfigError, FastTaskAPI, MissingExtra, serverless
+from fasttask import ConfigError, FastTaskAPI, MissingExtra, runpod_files, serverless
 from fasttask.serverless import RunpodWorker
 
 from .conftest import free_port
@@ -497,7 +497,7 @@ def test_without_a_bucket_name_runpods_variables_leave_files_inline(
 
 
 def test_the_region_comes_from_runpods_bucket_endpoint() -> None:
-    region_of = serverless._region_of
+    region_of = runpod_files._region_of
     assert region_of("https://s3.eu-west-3.amazonaws.com") == "eu-west-3"
     assert region_of("https://s3-us-west-2.amazonaws.com") == "us-west-2"
     assert region_of("https://my-bucket.s3.us-east-2.amazonaws.com") == "us-east-2"
