@@ -13,6 +13,7 @@ from ._errors import ClientError, ConnectionFailed
 from ._http import AsyncHTTPTransport
 from ._models import JobState, StreamEvent
 from ._progress import Progress, ProgressDisplay, batch_display, job_display
+from ._runpod import DEFAULT_POLL_INTERVAL_S, RUNPOD_API_URL, AsyncRunpodTransport, RunpodOptions, endpoint_url
 from ._sync import DEFAULT_CONCURRENCY
 from ._transport import AsyncTransport
 
@@ -47,7 +48,9 @@ class AsyncJob:
             return self._final
         deadline = core.Deadline(timeout)
         try:
-            state = await self._follow(deadline, display) if display is not None else None
+            state = None
+            if display is not None and self._transport.streams_progress:  # else get() feeds the bar
+                state = await self._follow(deadline, display)
             while state is None or not state.is_final:
                 state = self._seen(await self._transport.get(self.id, deadline.poll_wait()))
                 if display is not None:
@@ -118,6 +121,30 @@ class AsyncClient:
     ) -> None:
         settings = core.ClientSettings(base_url, api_key, timeout, retry_429_s, retry_503_s)
         self._transport: AsyncTransport = AsyncHTTPTransport(settings)
+
+    @classmethod
+    def for_runpod(
+        cls,
+        endpoint_id: str | None,
+        api_key: str | None,
+        base_url: str = RUNPOD_API_URL,
+        *,
+        status_method: str = "GET",
+        timeout: float = 30.0,
+        retry_429_s: float = 60.0,
+        retry_503_s: float = 30.0,
+        poll_interval_s: float = DEFAULT_POLL_INTERVAL_S,
+    ) -> AsyncClient:
+        """An AsyncClient of a fasttask app deployed on runpod serverless; see `Client.for_runpod` (waiting
+        polls /status with a bounded backoff: runpod has no long poll)."""
+        settings = core.ClientSettings(endpoint_url(endpoint_id, base_url), api_key, timeout, retry_429_s, retry_503_s)
+        return cls._over(AsyncRunpodTransport(settings, RunpodOptions(status_method, poll_interval_s)))
+
+    @classmethod
+    def _over(cls, transport: AsyncTransport) -> AsyncClient:
+        client = cls.__new__(cls)
+        client._transport = transport
+        return client
 
     async def submit(self, path: str, /, **params: Any) -> AsyncJob:
         """Start a job of the task at `path`; see `Client.submit`."""

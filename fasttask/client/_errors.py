@@ -45,8 +45,8 @@ class JobFailed(ClientError):
         self.error_message = job.error_message
         what = {"failed": "failed", "cancelled": "was cancelled", "timeout": "timed out"}.get(job.status.value, "ended")
         message = f"job {job.id} {what}"
-        if self.error_type is not None:
-            message += f": {self.error_type}: {self.error_message}"
+        if job.error is not None:
+            message += f": {describe_job_error(job)}"
         super().__init__(message)
 
 
@@ -58,6 +58,13 @@ class ResultTimeout(ClientError, TimeoutError):
         self.job = job
         status = f" (still {job.status.value})" if job is not None else ""
         super().__init__(f"job {job_id} did not end within {timeout_s:g} s{status}")
+
+
+def describe_job_error(job: JobState) -> str:
+    """A job's error as `Type: message`, or just the message when the service gave no type (runpod)."""
+    if job.error_type is None:
+        return str(job.error_message)
+    return f"{job.error_type}: {job.error_message}"
 
 
 def describe_detail(detail: Any) -> str:

@@ -1,7 +1,10 @@
-"""Files both ways: parameters that go up as multipart parts, and file results that download on demand."""
+"""Files both ways: parameters that go up as multipart parts (or inline as base64, for runpod), and file
+results that download on demand (or decode on demand, when runpod returned them inline)."""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import mimetypes
 from collections.abc import AsyncIterator, Iterator, Mapping
@@ -13,6 +16,8 @@ from typing import IO, TYPE_CHECKING, Any
 from pydantic_core import to_jsonable_python
 
 from ..files import MediaFile
+from ..jobs import is_file_result
+from ._errors import ClientError
 
 if TYPE_CHECKING:
     from ._transport import AsyncTransport, Transport
@@ -45,6 +50,17 @@ class FilePart:
             content = self.source
         return self.file_name, content, self.content_type
 
+    def inline(self) -> dict[str, str]:
+        """The file as `{file_name, content_type, content: <base64>}`, the form a JSON-only API (runpod) takes."""
+        with ExitStack() as stack:
+            _, content, _ = self.open(stack)
+            data = content if isinstance(content, bytes) else content.read()
+        return {
+            "file_name": self.file_name,
+            "content_type": self.content_type,
+            "content": base64.b64encode(data).decode("ascii"),
+        }
+
 
 Encoded = tuple[Any, dict[str, Any] | None, list[tuple[str, FilePart]]]
 """A submit's body: JSON, or form fields and file parts."""
@@ -68,6 +84,22 @@ def encode_params(params: Mapping[str, Any], as_form: bool = False) -> Encoded:
         return to_jsonable_python(fields), None, []
     data = {name: _form_value(value, as_form) for name, value in fields.items() if value is not None}
     return None, data, files
+
+
+def inline_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """The parameters as one JSON object, each file (a path, bytes, a file object, a MediaFile, or a list of
+    them) as `{file_name, content_type, content: <base64>}`: what a JSON-only API (runpod) takes. The files
+    are read whole into the request."""
+    body: dict[str, Any] = {}
+    for name, value in params.items():
+        parts = file_parts(name, value)
+        if parts is None:
+            body[name] = to_jsonable_python(value)
+        elif isinstance(value, list | tuple):
+            body[name] = [part.inline() for part in parts]
+        else:
+            body[name] = parts[0].inline()
+    return body
 
 
 def file_parts(name: str, value: Any) -> list[FilePart] | None:
@@ -122,32 +154,77 @@ def _guess_type(file_name: str) -> str:
 
 
 # -- results ---------------------------------------------------------------------------------------------
+INLINE_CHUNK_CHARS = 4 * 256 * 1024
+"""Base64 characters decoded at a time (1 MiB of content), so an inline result is never decoded whole at once."""
+
+
+def is_inline_file(value: Any) -> bool:
+    """Whether `value` is a file result with its content inline: `{file_name, content_type, content: <base64>}`
+    (what fasttask's runpod handler returns without a bucket)."""
+    return (
+        isinstance(value, dict)
+        and value.keys() == {"file_name", "content_type", "content"}
+        and isinstance(value["content"], str)
+    )
+
+
+def is_any_file_result(value: Any) -> bool:
+    """A file result to download (`{file_name, content_type, size, url}`) or one with its content inline."""
+    return is_file_result(value) or is_inline_file(value)
+
+
 class _RemoteFileBase:
-    """A file result's metadata: `{file_name, content_type, size, url}`."""
+    """A file result's metadata: `{file_name, content_type, size, url}`, or `{file_name, content_type,
+    content}` with the content inline as base64 (then `url` is None and `size` is the decoded length)."""
 
     def __init__(self, info: Mapping[str, Any]) -> None:
         self.file_name = str(info["file_name"])
         self.content_type = str(info["content_type"])
-        self.size = int(info["size"])
-        self.url = str(info["url"])
+        self._inline: str | None = None
+        self.url: str | None
+        if "url" in info:
+            self.size = int(info["size"])
+            self.url = str(info["url"])
+        else:
+            self._inline = "".join(str(info["content"]).split())  # base64 may come wrapped in lines
+            self.size = _decoded_size(self._inline)
+            self.url = None
 
     def to_dict(self) -> dict[str, Any]:
         """The file result as the service sent it."""
+        if self._inline is not None:
+            return {"file_name": self.file_name, "content_type": self.content_type, "content": self._inline}
         return {"file_name": self.file_name, "content_type": self.content_type, "size": self.size, "url": self.url}
+
+    def _decoded_chunks(self, inline: str) -> Iterator[bytes]:
+        for start in range(0, len(inline), INLINE_CHUNK_CHARS):
+            try:
+                yield base64.b64decode(inline[start : start + INLINE_CHUNK_CHARS], validate=True)
+            except (binascii.Error, ValueError):
+                raise ClientError(f"the content of file result {self.file_name!r} is not valid base64") from None
 
     def __repr__(self) -> str:
         kind = type(self).__name__
         return f"{kind}(file_name={self.file_name!r}, content_type={self.content_type!r}, size={self.size})"
 
 
+def _decoded_size(text: str) -> int:
+    """How many bytes a base64 text decodes to, without decoding it."""
+    return max(len(text) // 4 * 3 - text[-2:].count("="), 0)
+
+
 class RemoteFile(_RemoteFileBase):
-    """A file a job returned. Its content downloads when asked for, through the client that read the job."""
+    """A file a job returned. Its content downloads when asked for, through the client that read the job
+    (an inline one, from runpod, is decoded when asked for)."""
 
     def __init__(self, info: Mapping[str, Any], transport: Transport) -> None:
         super().__init__(info)
         self._transport = transport
 
     def iter_bytes(self) -> Iterator[bytes]:
+        if self.url is None:  # inline: decoded now, piece by piece
+            yield from self._decoded_chunks(self._inline or "")
+            return
         with self._transport.download(self.url) as chunks:
             yield from chunks
 
@@ -171,6 +248,10 @@ class AsyncRemoteFile(_RemoteFileBase):
         self._transport = transport
 
     async def iter_bytes(self) -> AsyncIterator[bytes]:
+        if self.url is None:  # inline: decoded now, piece by piece
+            for piece in self._decoded_chunks(self._inline or ""):
+                yield piece
+            return
         async with self._transport.download(self.url) as chunks:
             async for chunk in chunks:
                 yield chunk

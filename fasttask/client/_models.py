@@ -11,7 +11,8 @@ from ..jobs import JobStatus, is_file_result
 from ._errors import ClientError
 
 FileWrapper = Callable[[dict[str, Any]], Any]
-"""Turns a file result `{file_name, content_type, size, url}` into an object that downloads it."""
+"""Turns a file result `{file_name, content_type, size, url}` (from runpod also `{file_name, content_type,
+content: <base64>}`) into an object that gives its content."""
 
 
 @dataclass(frozen=True)
@@ -77,14 +78,14 @@ def parse_job(data: Any, wrap_file: FileWrapper) -> JobState:
     )
 
 
-def wrap_files(value: Any, wrap_file: FileWrapper) -> Any:
-    """A copy of a JSON value with each file result replaced by `wrap_file(it)`."""
-    if is_file_result(value):
+def wrap_files(value: Any, wrap_file: FileWrapper, is_file: Callable[[Any], bool] = is_file_result) -> Any:
+    """A copy of a JSON value with each file result (what `is_file` recognises) replaced by `wrap_file(it)`."""
+    if is_file(value):
         return wrap_file(value)
     if isinstance(value, list):
-        return [wrap_files(item, wrap_file) for item in value]
+        return [wrap_files(item, wrap_file, is_file) for item in value]
     if isinstance(value, dict):
-        return {key: wrap_files(item, wrap_file) for key, item in value.items()}
+        return {key: wrap_files(item, wrap_file, is_file) for key, item in value.items()}
     return value
 
 

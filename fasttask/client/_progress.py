@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import IO, TYPE_CHECKING, Any, Protocol, TextIO
 
 from ..jobs import JobStatus
+from ._errors import describe_job_error
 from ._models import JobState
 
 if TYPE_CHECKING:
@@ -48,7 +49,7 @@ class JobBar:
         status = state.status
         percent = 100 if status is JobStatus.FINISHED else min(max(round(state.progress * 100), 0), 100)
         if status.is_final and status is not JobStatus.FINISHED:
-            text = status.value + (f": {state.error_type}: {state.error_message}" if state.error else "")
+            text = status.value + (f": {describe_job_error(state)}" if state.error else "")
         elif status is JobStatus.QUEUED:
             text = "queued"
         else:

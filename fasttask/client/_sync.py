@@ -14,6 +14,7 @@ from ._errors import ClientError, ConnectionFailed
 from ._http import HTTPTransport
 from ._models import JobState, StreamEvent
 from ._progress import Progress, ProgressDisplay, batch_display, job_display
+from ._runpod import DEFAULT_POLL_INTERVAL_S, RUNPOD_API_URL, RunpodOptions, RunpodTransport, endpoint_url
 from ._transport import Transport
 
 DEFAULT_CONCURRENCY = 8
@@ -38,7 +39,8 @@ class Job:
 
         Raises JobFailed when it failed, was cancelled or timed out, and ResultTimeout when `timeout` seconds
         pass first (the job goes on). `progress` shows a bar: True on stderr, or a text file to draw it in.
-        Waiting is a long poll of at most 60 s a round; with a bar, the job's event stream.
+        Waiting is a long poll of at most 60 s a round; with a bar, the job's event stream. On runpod
+        (`Client.for_runpod`), which has no long poll, it polls /status with a bounded backoff instead.
         """
         return core.outcome(self._wait(timeout, job_display(progress)))
 
@@ -55,7 +57,9 @@ class Job:
             return self._final
         deadline = core.Deadline(timeout)
         try:
-            state = self._follow(deadline, display) if display is not None else None
+            state = None
+            if display is not None and self._transport.streams_progress:  # else get() feeds the bar
+                state = self._follow(deadline, display)
             while state is None or not state.is_final:
                 state = self._seen(self._transport.get(self.id, deadline.poll_wait()))
                 if display is not None:
@@ -132,6 +136,47 @@ class Client:
     ) -> None:
         settings = core.ClientSettings(base_url, api_key, timeout, retry_429_s, retry_503_s)
         self._transport: Transport = HTTPTransport(settings)
+
+    @classmethod
+    def for_runpod(
+        cls,
+        endpoint_id: str | None,
+        api_key: str | None,
+        base_url: str = RUNPOD_API_URL,
+        *,
+        status_method: str = "GET",
+        timeout: float = 30.0,
+        retry_429_s: float = 60.0,
+        retry_503_s: float = 30.0,
+        poll_interval_s: float = DEFAULT_POLL_INTERVAL_S,
+    ) -> Client:
+        """A client of a fasttask app deployed on runpod serverless (FTAPI_BACKEND=runpod), with the same job
+        handles: `submit` is runpod's `/run` with `{"input": {"path": path, **params}}`, then `/status/{id}`,
+        `/stream/{id}` and `/cancel/{id}` under `base_url/endpoint_id`, with `Authorization: Bearer <api_key>`.
+
+        runpod's statuses become fasttask's (IN_QUEUE → queued, IN_PROGRESS → running, COMPLETED → finished,
+        FAILED → failed with runpod's error string as the message, CANCELLED → cancelled, TIMED_OUT → timeout).
+        File parameters go inline as base64 (runpod takes JSON only; its /run body is limited to 10 MB); file
+        results are RemoteFiles, inline base64 or a bucket URL fetched without the runpod key.
+
+        runpod has no long poll: `result()` polls /status, pausing 0.25 s at first and longer after each poll
+        that saw no change, at most `poll_interval_s`; the progress bar shows what /status reports. `stream()`
+        polls /stream likewise: it streams with FTAPI_RUNPOD_STREAM=1 on the worker, where a job's result is
+        the list of its outputs. 429 and 503 are retried as by `Client`.
+
+        `status_method` is the method of /status and /stream: GET on runpod's hosted API, POST for runpod's
+        local test API (`--rp_serve_api`), which is reached with `endpoint_id=None` and its own URL as
+        `base_url`. That local API runs a job inside the first /status or /stream request that reads it (so
+        `timeout` must outlast the job there), forgets it afterwards, and has no /cancel.
+        """
+        settings = core.ClientSettings(endpoint_url(endpoint_id, base_url), api_key, timeout, retry_429_s, retry_503_s)
+        return cls._over(RunpodTransport(settings, RunpodOptions(status_method, poll_interval_s)))
+
+    @classmethod
+    def _over(cls, transport: Transport) -> Client:
+        client = cls.__new__(cls)
+        client._transport = transport
+        return client
 
     def submit(self, path: str, /, **params: Any) -> Job:
         """Start a job of the task at `path`. Paths, bytes, binary file objects and MediaFiles go up as files."""

@@ -1,8 +1,8 @@
 """The seam between the client's job handles and the way a service is reached.
 
 `Job`, `Client.call` and `Client.map` only ever talk to a Transport. The fasttask HTTP API is one
-implementation (`_http.py`); a hosting with another API (runpod serverless) becomes another, translating
-its job records into JobState, and every handle method works unchanged on top of it.
+implementation (`_http.py`); runpod serverless is another (`_runpod.py`), translating runpod's job records
+into JobState, and every handle method works unchanged on top of it.
 """
 
 from __future__ import annotations
@@ -17,11 +17,18 @@ from ._models import JobState, StreamEvent
 class Transport(Protocol):
     """How Client reaches a service."""
 
+    @property
+    def streams_progress(self) -> bool:
+        """Whether `events` reports progress for any job, so that a progress bar follows it there. When not
+        (runpod: its /stream only serves streaming handlers, and carries no progress), the bar is fed by `get`."""
+
     def submit(self, path: str, params: Mapping[str, Any], *, as_form: bool = False) -> JobState:
         """Start a job of the task at `path`; 429 and 503 are retried within the client's limits."""
 
     def get(self, job_id: str, wait_s: float = 0.0) -> JobState:
-        """The job now, or once it ends if that happens within `wait_s` (at most 60)."""
+        """The job now, or once it ends if that happens within `wait_s` (at most 60).
+
+        A transport that polls may answer as soon as the job changed (status, progress or message) instead."""
 
     def cancel(self, job_id: str) -> JobState:
         """Cancel the job; one that already ended is left as it is. Returns its state."""
@@ -38,6 +45,9 @@ class Transport(Protocol):
 
 class AsyncTransport(Protocol):
     """How AsyncClient reaches a service: Transport's methods as coroutines."""
+
+    @property
+    def streams_progress(self) -> bool: ...
 
     async def submit(self, path: str, params: Mapping[str, Any], *, as_form: bool = False) -> JobState: ...
 
