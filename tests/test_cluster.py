@@ -23,6 +23,9 @@ from .redis_server import RedisServer
 ROOT = Path(__file__).resolve().parent.parent
 APP = "tests.cluster_app:app"
 
+# these tests start processes and wait out leases (a killed worker's job takes up to ~30 s to come back)
+pytestmark = pytest.mark.timeout(180)
+
 
 def wait_until(condition: Callable[[], Any], timeout_s: float, what: str) -> Any:
     deadline = time.monotonic() + timeout_s
