@@ -7,10 +7,11 @@ import json
 import logging
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
+from importlib import resources
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -18,10 +19,13 @@ from starlette.types import ASGIApp
 
 from .auth import ApiKeyMiddleware
 from .brokers import Broker, JobEvent, create_broker
+from .brokers.base import MAX_PAGE
 from .errors import FastTaskError, InvalidInput
 from .files import close_files
 from .hotpath import HotPath, parse_wait
-from .jobs import JobRecord
+from .jobs import JobRecord, JobStatus, isoformat, utcnow
+from .logs import configure_api_logging
+from .metrics import CONTENT_TYPE, HttpMetricsMiddleware, Metrics
 from .openapi import install_openapi
 from .params import InputLimits, read_params
 from .ranges import byte_range
@@ -37,6 +41,13 @@ logger = logging.getLogger("fasttask")
 MAX_WAIT_S = 60.0
 SSE_KEEPALIVE_S = 15.0
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+RECENT_WINDOW_S = 60.0
+"""The dashboard's recent throughput counts the jobs that ended in this many seconds."""
+DASHBOARD_FILES = {"dashboard.js": "text/javascript; charset=utf-8", "dashboard.css": "text/css; charset=utf-8"}
+DASHBOARD_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; "
+    "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
 
 
 def build_asgi(service: FastTaskAPI) -> tuple[ASGIApp, FastAPI]:
@@ -44,24 +55,30 @@ def build_asgi(service: FastTaskAPI) -> tuple[ASGIApp, FastAPI]:
     settings = service.settings
     api = build_api(service)
     broker: Broker = api.state.broker
+    metrics: Metrics | None = api.state.metrics
     limits = input_limits(settings)
     routes = {}
     for task in service.tasks.values():
-        submit = _submit_route(broker, task, limits)
+        submit = _submit_route(broker, task, limits, metrics)
         routes.update({(method, task.path): submit for method in task.methods})
     app: ASGIApp = HotPath(api, routes, _read_job_route(broker))
     if settings.api_key:
         app = ApiKeyMiddleware(app, api_key=settings.api_key)
+    if metrics is not None and metrics.http is not None:
+        # outermost, so requests refused by the API-key check and hot-path requests are counted too
+        app = HttpMetricsMiddleware(app, metrics.http, api, routes)
     return app, api
 
 
 def build_api(service: FastTaskAPI) -> FastAPI:
     settings = service.settings
-    broker = create_broker(settings, service.tasks, service)
+    metrics = Metrics(service.tasks) if settings.metrics else None
+    broker = create_broker(settings, service.tasks, service, metrics.jobs if metrics is not None else None)
     limits = input_limits(settings)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        configure_api_logging(settings)
         await broker.start()
         try:
             yield
@@ -70,10 +87,11 @@ def build_api(service: FastTaskAPI) -> FastAPI:
 
     api = FastAPI(title=service.title, lifespan=lifespan)
     api.state.broker = broker
+    api.state.metrics = metrics
     _install_error_handlers(api)
 
     for task in service.tasks.values():
-        submit = _submit_route(broker, task, limits)
+        submit = _submit_route(broker, task, limits, metrics)
         for method in task.methods:  # one route per method keeps OpenAPI operation ids unique
             api.add_api_route(
                 task.path,
@@ -88,6 +106,7 @@ def build_api(service: FastTaskAPI) -> FastAPI:
     for path, fn, methods in service.plain_endpoints:
         api.add_api_route(path, fn, methods=methods)
     _add_job_routes(api, broker)
+    _add_observability_routes(api, broker, metrics, list(service.tasks))
     install_openapi(api, service)
     return api
 
@@ -97,18 +116,39 @@ def input_limits(settings: Settings) -> InputLimits:
 
 
 def _submit_route(
-    broker: Broker, task: TaskDef, limits: InputLimits
+    broker: Broker, task: TaskDef, limits: InputLimits, metrics: Metrics | None = None
 ) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-    async def submit(request: Request) -> Response:
-        params = await read_params(request, task, limits)
+    if metrics is None:
+
+        async def submit(request: Request) -> Response:
+            params = await read_params(request, task, limits)
+            try:
+                record = await broker.submit(task, params)
+            except BaseException:
+                close_files(params.values())  # refused (429, 503, 413): nobody else will read them
+                raise
+            return json_response(record.to_json(), 202, {"Location": f"/jobs/{record.id}"})
+
+        return submit
+
+    stats = metrics.jobs.stats(task.path)
+
+    async def counted_submit(request: Request) -> Response:
+        try:
+            params = await read_params(request, task, limits)
+        except Exception as exc:
+            stats.refused(exc)
+            raise
         try:
             record = await broker.submit(task, params)
-        except BaseException:
+        except BaseException as exc:
             close_files(params.values())  # refused (429, 503, 413): nobody else will read them
+            stats.refused(exc)
             raise
+        stats.submitted += 1
         return json_response(record.to_json(), 202, {"Location": f"/jobs/{record.id}"})
 
-    return submit
+    return counted_submit
 
 
 def _read_job_route(broker: Broker) -> Callable[[Request], Coroutine[Any, Any, Response]]:
@@ -196,6 +236,62 @@ def _add_job_routes(api: FastAPI, broker: Broker) -> None:
     @api.get("/queues", tags=["service"], summary="Queued and running jobs per task endpoint")
     async def queues() -> Response:
         return json_response({"queues": [info.to_json() for info in await broker.queues()]})
+
+
+def _add_observability_routes(api: FastAPI, broker: Broker, metrics: Metrics | None, endpoints: list[str]) -> None:
+    @api.get("/jobs", tags=["jobs"], summary="Recent jobs, newest first; ?endpoint=, ?status=, ?limit=, ?cursor=")
+    async def list_jobs(
+        endpoint: str | None = None,
+        status: JobStatus | None = None,
+        limit: int = Query(50, ge=1, le=MAX_PAGE),
+        cursor: str | None = None,
+    ) -> Response:
+        if endpoint is not None and endpoint not in endpoints:
+            error = {"type": "enum", "loc": ["query", "endpoint"], "input": endpoint}
+            raise RequestValidationFailed([{**error, "msg": f"Input should be one of {', '.join(endpoints)}"}])
+        page = await broker.list_jobs(endpoint, status, limit, cursor)
+        return json_response(page.to_json())
+
+    if metrics is not None:
+
+        @api.get("/metrics", tags=["service"], summary="Prometheus metrics (text format)")
+        async def metrics_route() -> Response:
+            assert metrics is not None and metrics.queues is not None
+            try:
+                metrics.queues.queues = await broker.queues()
+            except FastTaskError:  # the backend is away: counters still, no queue gauges
+                metrics.queues.queues = []
+            return Response(metrics.render(), media_type=CONTENT_TYPE)
+
+    package = resources.files("fasttask") / "dashboard"
+    page = (package / "index.html").read_bytes()
+    assets = {name: (package / name).read_bytes() for name in DASHBOARD_FILES}
+
+    @api.get("/dashboard", include_in_schema=False)
+    async def dashboard() -> Response:
+        headers = {"Cache-Control": "no-cache", "Content-Security-Policy": DASHBOARD_CSP}
+        return Response(page, media_type="text/html; charset=utf-8", headers=headers)
+
+    @api.get("/dashboard/state", include_in_schema=False)
+    async def dashboard_state() -> Response:
+        queues, workers, recent = await asyncio.gather(
+            broker.queues(), broker.workers(), broker.recent(RECENT_WINDOW_S)
+        )
+        now = utcnow()
+        return json_response(
+            {
+                "time": isoformat(now),
+                "window_s": RECENT_WINDOW_S,
+                "queues": [{**info.to_json(), "recent": recent.get(info.endpoint, {})} for info in queues],
+                "workers": [worker.to_json(now) for worker in workers],
+            }
+        )
+
+    @api.get("/dashboard/{name}", include_in_schema=False)
+    async def dashboard_asset(name: str) -> Response:
+        if name not in assets:
+            return json_response({"detail": "not found"}, 404)
+        return Response(assets[name], media_type=DASHBOARD_FILES[name], headers={"Cache-Control": "no-cache"})
 
 
 async def _job_id_from_body(request: Request) -> str | None:

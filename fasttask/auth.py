@@ -7,8 +7,11 @@ import json
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-OPEN_PATHS = frozenset({"/health", "/ready"})
-"""Probes stay open so that orchestrators need no secret to check the process."""
+OPEN_PATHS = frozenset(
+    {"/health", "/ready", "/dashboard", "/dashboard/", "/dashboard/dashboard.js", "/dashboard/dashboard.css"}
+)
+"""Probes stay open so that orchestrators need no secret to check the process; so do the dashboard's static
+files, which hold no data: the page asks for the key and sends it with each of its requests."""
 
 
 class ApiKeyMiddleware:

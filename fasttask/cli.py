@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from .app import FastTaskAPI
 from .client.cli import add_call_command
 from .errors import ConfigError
+from .logs import configure_worker_logging
 
 
 def load_app(target: str) -> FastTaskAPI:
@@ -31,10 +32,18 @@ def load_app(target: str) -> FastTaskAPI:
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from .logs import uvicorn_log_config
+
     app = load_app(args.app)
     host = args.host or app.settings.host
     port = args.port or app.settings.port
-    uvicorn.run(app, host=host, port=port, access_log=args.access_log, log_level=args.log_level)
+    # FTAPI_LOG_FORMAT=json: uvicorn's lines as JSON too, and a line per request (its access log)
+    log_config = uvicorn_log_config(app.settings, args.log_level)
+    access_log = args.access_log or log_config is not None
+    if log_config is None:  # uvicorn's own logging setup, as it always was
+        uvicorn.run(app, host=host, port=port, access_log=access_log, log_level=args.log_level)
+    else:
+        uvicorn.run(app, host=host, port=port, access_log=access_log, log_level=args.log_level, log_config=log_config)
     return 0
 
 
@@ -47,9 +56,17 @@ def work(args: argparse.Namespace) -> int:
         from .worker import run_worker_process
     except ModuleNotFoundError as exc:
         raise ConfigError("fasttask worker needs `pip install fasttask[redis]`") from exc
-    logging.basicConfig(level=getattr(logging, args.log_level.upper()), format="%(asctime)s %(name)s %(message)s")
+    configure_worker_logging(app.settings, args.log_level)
     endpoints = [path.strip() for path in args.endpoints.split(",") if path.strip()] if args.endpoints else None
-    return run_worker_process(app, redis_url, endpoints, args.grace, args.name, args.concurrency)
+    metrics = None
+    if args.metrics_port is not None:
+        from .metrics import serve_worker_metrics
+
+        host = args.metrics_host or app.settings.host
+        metrics = serve_worker_metrics(endpoints or list(app.tasks), host, args.metrics_port)
+        logging.getLogger("fasttask.worker").info("metrics on http://%s:%d/metrics", host, args.metrics_port)
+    jobs = metrics.jobs if metrics is not None else None
+    return run_worker_process(app, redis_url, endpoints, args.grace, args.name, args.concurrency, jobs)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -75,6 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
     worker_cmd.add_argument(
         "--concurrency", type=int, default=None, help="jobs this process runs at once (FTAPI_CONCURRENCY, default 1)"
     )
+    worker_cmd.add_argument(
+        "--metrics-port", type=int, default=None, help="serve this worker's Prometheus metrics on this port"
+    )
+    worker_cmd.add_argument("--metrics-host", default=None, help="address for --metrics-port (default FTAPI_HOST)")
     worker_cmd.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     worker_cmd.set_defaults(handler=work)
     add_call_command(commands)

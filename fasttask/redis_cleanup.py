@@ -8,7 +8,7 @@ ends such jobs.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import redis
 from rq import Queue
@@ -22,16 +22,31 @@ CLEANUP_INTERVAL_S = 10
 """How often each live process tries; a lock in Redis lets one of them do it per interval."""
 
 
-def clean_up_abandoned(connection: redis.Redis, queues: Iterable[str], owner: str) -> bool:
-    """Run RQ's cleanup on the queues no other process cleaned in this interval; True if a job was re-queued."""
+def clean_up_abandoned(
+    connection: redis.Redis,
+    queues: Iterable[str],
+    owner: str,
+    on_failed: Callable[[str, str], None] | None = None,
+) -> bool:
+    """Run RQ's cleanup on the queues no other process cleaned in this interval; True if a job was re-queued.
+
+    `on_failed(queue, job_id)` is told of each job the cleanup failed (its last attempt was abandoned).
+    """
     requeued = False
     for name in queues:
         if not connection.set(layout.cleanup_lock_key(name), owner, nx=True, ex=CLEANUP_INTERVAL_S):
             continue
         queue = Queue(name, connection=connection, serializer=JSONSerializer)
         before = queue.count
-        StartedJobRegistry(queue=queue, serializer=JSONSerializer).cleanup()
+        registry = StartedJobRegistry(queue=queue, serializer=JSONSerializer)
+        # only jobs that were still running can be failed by the cleanup (leftover entries are skipped)
+        expired = [job_id for job_id in registry.get_expired_job_ids() if _status(connection, job_id) == b"started"]
+        registry.cleanup()
         requeued = requeued or queue.count > before
+        if on_failed is not None:
+            for job_id in expired:
+                if _status(connection, job_id) == b"failed":
+                    on_failed(name, job_id)
     if requeued:
         for name in queues:
             connection.publish(layout.queued_channel(name), "cleanup")
@@ -43,3 +58,8 @@ def sweep_storage(connection: redis.Redis, store: ObjectStore | None, owner: str
     if store is None or not connection.set(layout.cleanup_lock_key("storage"), owner, nx=True, ex=CLEANUP_INTERVAL_S):
         return 0
     return store.sweep()
+
+
+def _status(connection: redis.Redis, job_id: str) -> bytes | None:
+    status = connection.hget(layout.job_key(job_id), "status")
+    return status.encode() if isinstance(status, str) else status

@@ -77,6 +77,11 @@ def worker_key(name: str) -> str:
     return f"{RQ_PREFIX}:worker:{name}"
 
 
+def workers_set_key() -> str:
+    """RQ's set of every registered worker's key."""
+    return f"{RQ_PREFIX}:workers"
+
+
 def queue_workers_key(queue: str) -> str:
     return f"{RQ_PREFIX}:workers:{queue}"
 

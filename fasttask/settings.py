@@ -12,6 +12,7 @@ from .errors import ConfigError
 
 Backend = Literal["fastapi", "runpod"]
 QueueKind = Literal["local", "redis"]
+LogFormat = Literal["text", "json"]
 
 _TRUE = {"1", "true", "yes", "on"}
 
@@ -40,6 +41,10 @@ class Settings:
     runpod_stream: bool = False
     debug: bool = False
     allow_private_urls: bool = False
+    metrics: bool = True
+    """Count jobs and requests and serve them at /metrics (FTAPI_METRICS=0 turns both off)."""
+    log_format: LogFormat = "text"
+    """`json`: one JSON object per log line, with job ids (FTAPI_LOG_FORMAT)."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -84,9 +89,12 @@ class Settings:
             ("RUNPOD_STREAM", "runpod_stream"),
             ("DEBUG", "debug"),
             ("ALLOW_PRIVATE_URLS", "allow_private_urls"),
+            ("METRICS", "metrics"),
         ):
             if (value := get(name)) is not None:
                 values[key] = value.lower() in _TRUE
+        if (value := get("LOG_FORMAT")) is not None:
+            values["log_format"] = value.lower()
         queue = get("QUEUE")
         if queue is not None:
             values["queue"] = queue.lower()
@@ -109,6 +117,8 @@ class Settings:
             raise ConfigError(f"FTAPI_QUEUE must be 'local' or 'redis', not {self.queue!r}")
         if self.queue == "redis" and not self.redis_url:
             raise ConfigError("FTAPI_QUEUE=redis needs FTAPI_REDIS_URL")
+        if self.log_format not in ("text", "json"):
+            raise ConfigError(f"FTAPI_LOG_FORMAT must be 'text' or 'json', not {self.log_format!r}")
         if self.concurrency is not None and self.concurrency < 1:
             raise ConfigError("FTAPI_CONCURRENCY must be at least 1")
         if self.max_file_mb <= 0:

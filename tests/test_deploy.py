@@ -183,11 +183,12 @@ def test_every_setting_is_read_from_its_ftapi_variable() -> None:
         var = f"FTAPI_{field.name.upper()}"
         env = {var: "probe"}
         if isinstance(field.default, bool):
-            env[var] = "1"
+            env[var] = "0" if field.default else "1"
         elif isinstance(field.default, (int, float)) or field.name == "concurrency":
             env[var] = "4321"
-        elif field.name in ("backend", "deployment", "queue"):
-            env[var] = {"backend": "runpod", "deployment": "serverless", "queue": "redis"}[field.name]
+        elif field.name in ("backend", "deployment", "queue", "log_format"):
+            choices = {"backend": "runpod", "deployment": "serverless", "queue": "redis", "log_format": "json"}
+            env[var] = choices[field.name]
             if field.name == "queue":
                 env["FTAPI_REDIS_URL"] = "redis://probe:6379/0"
         changed = Settings.from_env(env)

@@ -8,22 +8,25 @@ from typing import TYPE_CHECKING
 from ..errors import ConfigError
 from ..settings import Settings
 from ..tasks import TaskDef
-from .base import Broker, JobEvent, QueueInfo
+from .base import Broker, JobEvent, JobPage, QueueInfo, WorkerInfo
 
 if TYPE_CHECKING:
     from ..app import FastTaskAPI
+    from ..metrics import JobMetrics
 
-__all__ = ["Broker", "JobEvent", "QueueInfo", "create_broker"]
+__all__ = ["Broker", "JobEvent", "JobPage", "QueueInfo", "WorkerInfo", "create_broker"]
 
 
-def create_broker(settings: Settings, tasks: Mapping[str, TaskDef], app: FastTaskAPI) -> Broker:
-    """The broker FTAPI_QUEUE asks for."""
+def create_broker(
+    settings: Settings, tasks: Mapping[str, TaskDef], app: FastTaskAPI, metrics: JobMetrics | None = None
+) -> Broker:
+    """The broker FTAPI_QUEUE asks for; it counts the jobs it ends in `metrics` when given."""
     if settings.queue == "local":
         from .local import LocalBroker
 
-        return LocalBroker(tasks, settings, app.run_setup_hooks)
+        return LocalBroker(tasks, settings, app.run_setup_hooks, metrics)
     try:
         from .redis import RedisBroker
     except ModuleNotFoundError as exc:
         raise ConfigError("FTAPI_QUEUE=redis needs `pip install fasttask[redis]`") from exc
-    return RedisBroker(tasks, settings)
+    return RedisBroker(tasks, settings, metrics)

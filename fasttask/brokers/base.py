@@ -4,11 +4,16 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from typing import Any, Literal
 
-from ..jobs import JobRecord
+from ..errors import InvalidInput
+from ..jobs import JobRecord, JobStatus, isoformat, utcnow
 from ..tasks import TaskDef
+
+MAX_PAGE = 200
+"""Most jobs one `GET /jobs` page holds."""
 
 
 @dataclass(frozen=True)
@@ -47,6 +52,77 @@ class QueueInfo:
             "queue_size": self.queue_size,
             "workers": self.workers,
         }
+
+
+@dataclass(frozen=True)
+class JobPage:
+    """One page of `GET /jobs`: newest first, and the cursor of the next page (None on the last)."""
+
+    jobs: list[JobRecord]
+    next_cursor: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"jobs": [record.to_json() for record in self.jobs], "next_cursor": self.next_cursor}
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    """A process that runs jobs, as the dashboard shows it."""
+
+    name: str
+    endpoints: list[str]
+    state: str | None
+    current_jobs: list[str] = field(default_factory=list)
+    last_heartbeat: datetime | None = None
+    pid: int | None = None
+    hostname: str | None = None
+
+    def to_json(self, now: datetime | None = None) -> dict[str, Any]:
+        age = None
+        if self.last_heartbeat is not None:
+            age = round(max(0.0, ((now or utcnow()) - self.last_heartbeat).total_seconds()), 3)
+        return {
+            "name": self.name,
+            "endpoints": self.endpoints,
+            "state": self.state,
+            "current_jobs": self.current_jobs,
+            "last_heartbeat": isoformat(self.last_heartbeat),
+            "heartbeat_age_s": age,
+            "pid": self.pid,
+            "hostname": self.hostname,
+        }
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def unix_us(moment: datetime) -> int:
+    """An aware datetime as whole microseconds since the epoch (exact, unlike float seconds)."""
+    return (moment - _EPOCH) // _MICROSECOND
+
+
+def activity_us(record: JobRecord) -> int:
+    """When the job last changed state (ended, else started, else submitted), in unix microseconds:
+    `GET /jobs` lists jobs newest first by it, job id breaking ties."""
+    return unix_us(record.finished_at or record.started_at or record.created_at)
+
+
+def encode_cursor(moment_us: int, job_id: str) -> str:
+    """The position after the job at (`moment_us`, `job_id`) in the newest-first order; opaque to clients."""
+    return f"{moment_us}~{job_id}"
+
+
+def decode_cursor(raw: str | None) -> tuple[int, str] | None:
+    if raw is None or raw == "":
+        return None
+    moment, sep, job_id = raw.partition("~")
+    try:
+        if not sep or not job_id:
+            raise ValueError(raw)
+        return int(moment), job_id
+    except ValueError:
+        raise InvalidInput(f"cursor {raw!r} is not one that GET /jobs gave") from None
 
 
 class Broker(ABC):
@@ -89,3 +165,18 @@ class Broker(ABC):
     async def ready(self) -> bool:
         """True when the backend can take and serve jobs."""
         return True
+
+    async def list_jobs(
+        self, endpoint: str | None, status: JobStatus | None, limit: int, cursor: str | None
+    ) -> JobPage:
+        """Jobs newest first (by their last state change), optionally of one endpoint and status; `cursor`
+        is the previous page's `next_cursor` (raises InvalidInput for one it did not give)."""
+        raise NotImplementedError
+
+    async def workers(self) -> list[WorkerInfo]:
+        """The processes running this service's jobs, with the jobs they run now."""
+        raise NotImplementedError
+
+    async def recent(self, window_s: float) -> dict[str, dict[str, int]]:
+        """Per endpoint, how many jobs reached each final status in the last `window_s` seconds."""
+        raise NotImplementedError

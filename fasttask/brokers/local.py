@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
+import logging
 import os
 import threading
+import time
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -16,10 +19,22 @@ from ..errors import JobAlreadyFinal, JobCancelled, JobNotFound, QueueFull
 from ..execution import error_info, run_async, run_sync
 from ..files import MediaFile, close_files
 from ..jobs import JobRecord, JobStatus, new_job_id, utcnow
+from ..logs import job_log, log_job
+from ..metrics import JobMetrics
 from ..progress import JobProgress
 from ..settings import Settings
 from ..tasks import TaskDef, TaskKind
-from .base import Broker, JobEvent, QueueInfo, ResultFile
+from .base import (
+    Broker,
+    JobEvent,
+    JobPage,
+    QueueInfo,
+    ResultFile,
+    WorkerInfo,
+    activity_us,
+    decode_cursor,
+    encode_cursor,
+)
 
 DEFAULT_CONCURRENCY = 4
 
@@ -39,6 +54,29 @@ class _LocalJob:
     pending_progress: tuple[float, str | None] | None = None
 
 
+class RecentCounts:
+    """Final jobs per endpoint and status in one-second slots, for the dashboard's recent throughput."""
+
+    def __init__(self, keep_s: int = 300) -> None:
+        self._slots: deque[tuple[int, Counter[tuple[str, str]]]] = deque(maxlen=keep_s)
+
+    def add(self, endpoint: str, status: JobStatus) -> None:
+        second = int(time.monotonic())
+        if not self._slots or self._slots[-1][0] != second:
+            self._slots.append((second, Counter()))
+        self._slots[-1][1][(endpoint, status.value)] += 1
+
+    def counts(self, window_s: float) -> dict[str, dict[str, int]]:
+        since = time.monotonic() - window_s
+        out: dict[str, dict[str, int]] = {}
+        for second, counts in self._slots:
+            if second >= since:
+                for (endpoint, status), n in counts.items():
+                    per = out.setdefault(endpoint, {})
+                    per[status] = per.get(status, 0) + n
+        return out
+
+
 class LocalBroker(Broker):
     """Runs jobs in this process: sync tasks on a fixed pool of threads, async tasks on the event loop.
 
@@ -51,8 +89,12 @@ class LocalBroker(Broker):
         tasks: Mapping[str, TaskDef],
         settings: Settings,
         setup: Callable[[], Awaitable[None]] | None = None,
+        metrics: JobMetrics | None = None,
     ) -> None:
         self._tasks = tasks
+        self._metrics = metrics
+        self._recent = RecentCounts()
+        self._running_ids: set[str] = set()
         self._settings = settings
         self._setup = setup
         self._concurrency = settings.concurrency or DEFAULT_CONCURRENCY
@@ -93,7 +135,10 @@ class LocalBroker(Broker):
     # -- jobs --------------------------------------------------------------------------------------
     async def submit(self, task: TaskDef, params: dict[str, Any]) -> JobRecord:
         job = _LocalJob(JobRecord(new_job_id(), task.path), task, params)
+        logging_jobs = job_log.isEnabledFor(logging.INFO)
         if self._free_slots > 0 and not self._waiting:
+            if logging_jobs:
+                log_job(job.record, "queued")
             self._jobs[job.record.id] = job
             self._begin(job)
         else:
@@ -102,6 +147,8 @@ class LocalBroker(Broker):
             self._jobs[job.record.id] = job
             self._waiting.append(job)
             self._waiting_count[task.path] += 1
+            if logging_jobs:
+                log_job(job.record, "queued")
         return job.record
 
     async def get(self, job_id: str) -> JobRecord:
@@ -141,6 +188,41 @@ class LocalBroker(Broker):
             for path, task in self._tasks.items()
         ]
 
+    async def list_jobs(
+        self, endpoint: str | None, status: JobStatus | None, limit: int, cursor: str | None
+    ) -> JobPage:
+        after = decode_cursor(cursor)
+        records = (
+            job.record
+            for job in self._jobs.values()
+            if (endpoint is None or job.record.endpoint == endpoint) and (status is None or job.record.status is status)
+        )
+        keyed = ((activity_us(record), record.id, record) for record in records)
+        if after is not None:
+            keyed = (item for item in keyed if (item[0], item[1]) < after)
+        page = heapq.nlargest(limit + 1, keyed, key=lambda item: (item[0], item[1]))
+        more = len(page) > limit
+        page = page[:limit]
+        next_cursor = encode_cursor(page[-1][0], page[-1][1]) if more else None
+        return JobPage([record for _, _, record in page], next_cursor)
+
+    async def workers(self) -> list[WorkerInfo]:
+        running = sorted(self._running_ids)
+        return [
+            WorkerInfo(
+                name=f"embedded-{os.getpid()}",
+                endpoints=list(self._tasks),
+                state="busy" if running else "idle",
+                current_jobs=running,
+                last_heartbeat=utcnow(),
+                pid=os.getpid(),
+                hostname=_hostname(),
+            )
+        ]
+
+    async def recent(self, window_s: float) -> dict[str, dict[str, int]]:
+        return self._recent.counts(window_s)
+
     # -- internals ---------------------------------------------------------------------------------
     def _job(self, job_id: str) -> _LocalJob:
         try:
@@ -152,8 +234,14 @@ class LocalBroker(Broker):
         loop = self._running_loop()
         self._free_slots -= 1
         self._running_count[job.task.path] += 1
-        job.record.status = JobStatus.RUNNING
-        job.record.started_at = utcnow()
+        record = job.record
+        record.status = JobStatus.RUNNING
+        record.started_at = utcnow()
+        self._running_ids.add(record.id)
+        if self._metrics is not None:
+            self._metrics.stats(record.endpoint).started((record.started_at - record.created_at).total_seconds())
+        if job_log.isEnabledFor(logging.INFO):
+            log_job(record, "started")
         if job.task.timeout_s is not None:
             job.timer = loop.call_later(job.task.timeout_s, self._on_timeout, job)
         job.runner = loop.create_task(self._run(job))
@@ -187,6 +275,7 @@ class LocalBroker(Broker):
             # The slot frees only when the code really stopped: a cancelled sync task keeps its thread.
             self._free_slots += 1
             self._running_count[task.path] -= 1
+            self._running_ids.discard(job.record.id)
             self._dispatch()
 
     async def _execute(self, job: _LocalJob) -> Any:
@@ -247,6 +336,12 @@ class LocalBroker(Broker):
         record.error = error
         if status is JobStatus.FINISHED:
             record.progress = 1.0
+        ran_s = (record.finished_at - record.started_at).total_seconds() if record.started_at is not None else None
+        self._recent.add(record.endpoint, status)
+        if self._metrics is not None:
+            self._metrics.stats(record.endpoint).ended(status, ran_s)
+        if job_log.isEnabledFor(logging.INFO):
+            log_job(record, status.value, ran_s)
         if job.timer is not None:
             job.timer.cancel()
         close_files(job.params.values(), keep=job.files)
@@ -287,3 +382,9 @@ class LocalBroker(Broker):
         if self._loop is None:
             raise RuntimeError("the broker was not started")
         return self._loop
+
+
+def _hostname() -> str:
+    import socket
+
+    return socket.gethostname()

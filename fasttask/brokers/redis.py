@@ -28,13 +28,26 @@ from .. import redis_layout as layout
 from .. import redis_scripts as scripts
 from ..errors import BackendUnavailable, JobAlreadyFinal, JobNotFound, PayloadTooLarge, QueueFull
 from ..files import close_files, iter_files
-from ..jobs import JobRecord, new_job_id, utcnow
+from ..jobs import JobRecord, JobStatus, new_job_id, utcnow
+from ..logs import job_log, log_job
+from ..metrics import JobMetrics
 from ..redis_cleanup import CLEANUP_INTERVAL_S, clean_up_abandoned, sweep_storage
-from ..redis_records import RECORD_FIELDS, record_from_redis, rq_timestamp
+from ..redis_records import RECORD_FIELDS, parse_rq_timestamp, record_from_redis, rq_timestamp
 from ..settings import Settings
 from ..storage import ObjectStore
 from ..tasks import TaskDef
-from .base import Broker, JobEvent, QueueInfo, ResultFile
+from .base import (
+    Broker,
+    JobEvent,
+    JobPage,
+    QueueInfo,
+    ResultFile,
+    WorkerInfo,
+    activity_us,
+    decode_cursor,
+    encode_cursor,
+    unix_us,
+)
 
 logger = logging.getLogger("fasttask.redis")
 
@@ -52,13 +65,18 @@ during a reconnect cannot leave them hanging)."""
 
 _OFFLINE = (RedisConnectionError, RedisTimeoutError, OSError)
 
+ABANDONED_SCORE_MARGIN_S = 60
+"""Final registries are scored by expiry (end + result_ttl); an entry scored further ahead than
+now + result_ttl + this was put there by RQ's own cleanup (failure_ttl, a year), not by fasttask."""
+
 
 class RedisBroker(Broker):
     """Enqueues RQ jobs with an atomic queue-limit check; reads state and waits on Redis pub/sub."""
 
-    def __init__(self, tasks: Mapping[str, TaskDef], settings: Settings) -> None:
+    def __init__(self, tasks: Mapping[str, TaskDef], settings: Settings, metrics: JobMetrics | None = None) -> None:
         assert settings.redis_url is not None
         self._tasks = tasks
+        self._metrics = metrics
         self._url = settings.redis_url
         # A bounded pool: under load requests wait for a free connection instead of failing. A connection
         # left over from before a Redis restart fails once; its command is retried on a fresh one.
@@ -130,6 +148,8 @@ class RedisBroker(Broker):
         )
         if not accepted:
             raise QueueFull(task.path, task.queue_size)
+        if job_log.isEnabledFor(logging.INFO):
+            log_job(record, "queued")
         return record
 
     async def _upload_large_files(self, job_id: str, task: TaskDef, params: dict[str, Any]) -> None:
@@ -167,7 +187,8 @@ class RedisBroker(Broker):
     async def cancel(self, job_id: str) -> JobRecord:
         now = utcnow()
         outcome = await self._guard(
-            self._cancel(keys=[layout.job_key(job_id)], args=[job_id, rq_timestamp(now), int(now.timestamp())])
+            # the canceled registry is scored by the time of the cancel, to the microsecond (GET /jobs pages on it)
+            self._cancel(keys=[layout.job_key(job_id)], args=[job_id, rq_timestamp(now), now.timestamp()])
         )
         verdict = outcome[0].decode()
         if verdict == "missing":
@@ -175,7 +196,13 @@ class RedisBroker(Broker):
         if verdict == "final":
             record = await self.get(job_id)
             raise JobAlreadyFinal(f"job {job_id} already ended with status {record.status.value}")
-        return await self.get(job_id)
+        record = await self.get(job_id)
+        ran_s = (now - record.started_at).total_seconds() if record.started_at is not None else None
+        if self._metrics is not None:
+            self._metrics.ended(record.endpoint, JobStatus.CANCELLED, ran_s)
+        if job_log.isEnabledFor(logging.INFO):
+            log_job(record, "cancelled", ran_s)
+        return record
 
     async def open_stream(self, job_id: str) -> AsyncIterator[JobEvent]:
         await self.get(job_id)
@@ -214,6 +241,162 @@ class RedisBroker(Broker):
             workers = [_worker_json(key, details[key]) for key in sorted(members) if details[key][0] is not None]
             infos.append(QueueInfo(path, queued, running, self._tasks[path].queue_size, workers))
         return infos
+
+    async def list_jobs(
+        self, endpoint: str | None, status: JobStatus | None, limit: int, cursor: str | None
+    ) -> JobPage:
+        """Read from RQ's registries: each source gives its newest jobs older than the cursor (a few more than a
+        page), and the merge emits jobs only down to where every source that held more was read."""
+        after = decode_cursor(cursor)
+        wanted = {status} if status is not None else set(JobStatus)
+        queues = {path: queue for path, queue in self._queues.items() if endpoint is None or path == endpoint}
+        sources: list[tuple[bool, list[str]]] = []  # (the source held more than it gave, its ids in its order)
+        if JobStatus.QUEUED in wanted:
+            for queue in queues.values():
+                sources.append(await self._queued_ids(queue, after, limit + 1))
+        count = limit + 2
+        now = time.time()
+        before_s = (after[0] + 1) / 1e6 if after is not None else None
+        pipe = self._redis.pipeline(transaction=False)
+        plans: list[int] = []  # how many ids each command may give (0: unbounded)
+        for path, queue in queues.items():
+            ttl = math.ceil(self._tasks[path].result_ttl_s)
+            ceiling = now + ttl + ABANDONED_SCORE_MARGIN_S
+            if JobStatus.RUNNING in wanted:
+                pipe.zrange(layout.started_registry_key(queue), 0, -1)
+                plans.append(0)
+            for registry, statuses in (
+                (layout.finished_registry_key(queue), {JobStatus.FINISHED}),
+                (layout.failed_registry_key(queue), {JobStatus.FAILED, JobStatus.TIMEOUT}),
+            ):
+                if wanted & statuses:
+                    top = min(ceiling, before_s + ttl) if before_s is not None else ceiling
+                    pipe.zrevrangebyscore(registry, top, now, start=0, num=count)
+                    plans.append(count)
+                    if JobStatus.FAILED in statuses:  # jobs RQ's cleanup failed (scored by its failure_ttl)
+                        pipe.zrevrangebyscore(registry, "+inf", f"({ceiling}", start=0, num=100)
+                        plans.append(0)
+            if JobStatus.CANCELLED in wanted:
+                top_cancel: float | str = before_s if before_s is not None else "+inf"
+                pipe.zrevrangebyscore(layout.canceled_registry_key(queue), top_cancel, now - ttl, start=0, num=count)
+                plans.append(count)
+        for bound, members in zip(plans, await self._guard(pipe.execute()), strict=True):
+            ids = [_as_bytes(member).decode().split(":", 1)[0] for member in members]
+            sources.append((bound > 0 and len(ids) >= bound, ids))
+        unique = list(dict.fromkeys(job_id for _, ids in sources for job_id in ids))
+        records = dict(zip(unique, await self._read_many(unique), strict=True))
+        keyed: dict[str, tuple[int, str]] = {}
+        horizon: tuple[int, str] | None = None
+        for held_more, ids in sources:
+            keys = [(activity_us(record), job_id) for job_id in ids if (record := records[job_id]) is not None]
+            keyed.update((key[1], key) for key in keys)
+            if held_more and keys:
+                oldest = min(keys)
+                horizon = oldest if horizon is None else max(horizon, oldest)
+        held_more_anywhere = any(held_more for held_more, _ in sources)
+        matching = sorted(
+            (
+                key
+                for job_id, key in keyed.items()
+                if (after is None or key < after)
+                and (record := records[job_id]) is not None
+                and record.status in wanted
+                and (endpoint is None or record.endpoint == endpoint)
+            ),
+            reverse=True,
+        )
+        emitted = [key for key in matching if horizon is None or key >= horizon][:limit]
+        more = len(matching) > len(emitted) or held_more_anywhere
+        jobs = [records[job_id] for _, job_id in emitted]
+        next_cursor = encode_cursor(*emitted[-1]) if more and emitted else None
+        return JobPage([job for job in jobs if job is not None], next_cursor)
+
+    async def _queued_ids(self, queue: str, after: tuple[int, str] | None, want: int) -> tuple[bool, list[str]]:
+        """The newest queued ids older than the cursor, read from the list's tail in chunks (a queue list is
+        in submit order, so the scan stops once it has `want` of them)."""
+        key = layout.queue_key(queue)
+        found: list[str] = []
+        end = -1
+        while len(found) < want:
+            chunk = [_as_bytes(raw).decode() for raw in await self._guard(self._redis.lrange(key, end - want + 1, end))]
+            if not chunk:
+                return False, found
+            if after is None:
+                found += reversed(chunk)
+            else:
+                created = await self._guard(self._created_many(chunk))
+                found += [
+                    job_id
+                    for job_id, us in zip(reversed(chunk), reversed(created), strict=True)
+                    if (us, job_id) < after
+                ]
+            if len(chunk) < want:
+                return False, found
+            end -= want
+        return True, found
+
+    async def _created_many(self, job_ids: list[str]) -> list[int]:
+        pipe = self._redis.pipeline(transaction=False)
+        for job_id in job_ids:
+            pipe.hget(layout.job_key(job_id), "created_at")
+        out = []
+        for raw in await pipe.execute():
+            moment = parse_rq_timestamp(raw)
+            out.append(unix_us(moment) if moment is not None else 0)
+        return out
+
+    async def _read_many(self, job_ids: list[str]) -> list[JobRecord | None]:
+        if not job_ids:
+            return []
+        pipe = self._redis.pipeline(transaction=False)
+        for job_id in job_ids:
+            pipe.hmget(layout.job_key(job_id), RECORD_FIELDS)
+            pipe.xrevrange(layout.results_key(job_id), count=1)
+        replies = await self._guard(pipe.execute())
+        return [
+            record_from_redis(job_id, values, entries[0][1] if entries else None)
+            for job_id, values, entries in zip(job_ids, replies[0::2], replies[1::2], strict=True)
+        ]
+
+    async def workers(self) -> list[WorkerInfo]:
+        names = sorted(await self._guard(self._redis.smembers(layout.workers_set_key())))
+        pipe = self._redis.pipeline(transaction=False)
+        for name in names:
+            pipe.hmget(name, "state", "last_heartbeat", "current_job", "queues", "pid", "hostname")
+        endpoints_of = {queue: path for path, queue in self._queues.items()}
+        infos = []
+        for key, values in zip(names, await self._guard(pipe.execute()), strict=True):
+            state, heartbeat, current, queues, pid, hostname = (v.decode() if v is not None else None for v in values)
+            served = [endpoints_of[q] for q in (queues or "").split(",") if q in endpoints_of]
+            if state is None or not served:
+                continue  # gone (its record expired), or a worker of another service
+            infos.append(
+                WorkerInfo(
+                    name=_as_bytes(key).decode().removeprefix(layout.worker_key("")),
+                    endpoints=served,
+                    state=state,
+                    current_jobs=[current] if current else [],
+                    last_heartbeat=parse_rq_timestamp(heartbeat.encode()) if heartbeat else None,
+                    pid=int(pid) if pid else None,
+                    hostname=hostname,
+                )
+            )
+        return infos
+
+    async def recent(self, window_s: float) -> dict[str, dict[str, int]]:
+        now = time.time()
+        pipe = self._redis.pipeline(transaction=False)
+        for path, queue in self._queues.items():
+            ttl = math.ceil(self._tasks[path].result_ttl_s)
+            since, ceiling = now + ttl - window_s, now + ttl + ABANDONED_SCORE_MARGIN_S
+            pipe.zcount(layout.finished_registry_key(queue), since, ceiling)
+            pipe.zcount(layout.failed_registry_key(queue), since, ceiling)
+            pipe.zcount(layout.canceled_registry_key(queue), now - window_s, "+inf")
+        counts = await self._guard(pipe.execute())
+        return {
+            path: dict(zip(("finished", "failed", "cancelled"), counts[3 * i : 3 * i + 3], strict=True))
+            for i, path in enumerate(self._queues)
+        }
 
     # -- internals ---------------------------------------------------------------------------------
     def _job_fields(self, task: TaskDef, queue: str, record: JobRecord, params: dict[str, Any]) -> dict[str, Any]:
@@ -320,10 +503,30 @@ class RedisBroker(Broker):
         while True:
             await asyncio.sleep(CLEANUP_INTERVAL_S)
             try:
-                await asyncio.to_thread(clean_up_abandoned, self._rq_connection, self._queues.values(), owner)
+                await asyncio.to_thread(
+                    clean_up_abandoned, self._rq_connection, self._queues.values(), owner, self._abandoned_callback()
+                )
                 await asyncio.to_thread(sweep_storage, self._rq_connection, self._store, owner)
             except (RedisError, OSError) as exc:
                 logger.warning("cleanup of abandoned jobs skipped: %s", exc)
+
+    def _abandoned_callback(self) -> Any:
+        """Counts and logs, on the event loop, the jobs RQ's cleanup (run in a thread) failed."""
+        loop = asyncio.get_running_loop()
+        endpoints_of = {queue: path for path, queue in self._queues.items()}
+
+        def failed(queue: str, job_id: str) -> None:
+            endpoint = endpoints_of.get(queue)
+            if endpoint is not None:
+                loop.call_soon_threadsafe(self._count_abandoned, endpoint, job_id)
+
+        return failed
+
+    def _count_abandoned(self, endpoint: str, job_id: str) -> None:
+        if self._metrics is not None:
+            self._metrics.ended(endpoint, JobStatus.FAILED, None)
+        if job_log.isEnabledFor(logging.INFO):
+            log_job(JobRecord(job_id, endpoint, JobStatus.FAILED), "failed: its worker was lost")
 
     def _wake_all(self) -> None:
         for watchers in self._watchers.values():

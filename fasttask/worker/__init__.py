@@ -11,6 +11,7 @@ from .main import Worker, default_worker_name
 
 if TYPE_CHECKING:
     from ..app import FastTaskAPI
+    from ..metrics import JobMetrics
 
 __all__ = ["Worker", "execute", "run_worker_process"]
 
@@ -22,6 +23,7 @@ def run_worker_process(
     grace_s: float | None = None,
     name: str | None = None,
     concurrency: int | None = None,
+    metrics: JobMetrics | None = None,
 ) -> int:
     """Work in this process until SIGTERM/SIGINT: one job at a time, or `concurrency` (FTAPI_CONCURRENCY).
 
@@ -32,10 +34,19 @@ def run_worker_process(
     """
     lanes = concurrency or app.settings.concurrency or 1
     if lanes == 1:
-        return Worker(app, redis_url, endpoints, grace_s, name=name).run()
+        return Worker(app, redis_url, endpoints, grace_s, name=name, metrics=metrics).run()
     base = name or default_worker_name()
     workers = [
-        Worker(app, redis_url, endpoints, grace_s, install_signals=False, owns_process=True, name=f"{base}-{lane}")
+        Worker(
+            app,
+            redis_url,
+            endpoints,
+            grace_s,
+            install_signals=False,
+            owns_process=True,
+            name=f"{base}-{lane}",
+            metrics=metrics,
+        )
         for lane in range(lanes)
     ]
     threads = [threading.Thread(target=worker.run, name=f"fasttask-lane-{lane}") for lane, worker in enumerate(workers)]

@@ -19,6 +19,7 @@ import time
 import uuid
 import zlib
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import redis
@@ -32,7 +33,9 @@ from .. import redis_scripts as scripts
 from ..errors import ConfigError, JobCancelled
 from ..execution import error_info, run_async, run_sync
 from ..files import MediaFile, close_files
-from ..jobs import utcnow
+from ..jobs import JobRecord, JobStatus, utcnow
+from ..logs import job_log, log_job
+from ..metrics import JobMetrics
 from ..progress import JobProgress
 from ..redis_records import encode_exception_text, encode_result, parse_rq_timestamp, rq_timestamp
 from ..storage import ObjectStore
@@ -73,6 +76,7 @@ class Worker:
         install_signals: bool = True,
         name: str | None = None,
         owns_process: bool | None = None,
+        metrics: JobMetrics | None = None,
     ) -> None:
         unknown = [path for path in endpoints or () if path not in app.tasks]
         if unknown:
@@ -97,6 +101,7 @@ class Worker:
         self._finish_script = self.redis.register_script(scripts.FINISH)
         self._requeue_script = self.redis.register_script(scripts.REQUEUE)
         self._install_signals = install_signals
+        self.metrics = metrics
         self._owns_process = install_signals if owns_process is None else owns_process
         self._stopping = threading.Event()
         self._doorbell = threading.Event()
@@ -242,6 +247,12 @@ class Worker:
         started = parse_rq_timestamp(fields.get(b"started_at"))
         assert started is not None
         timeout = fields.get(b"ft_timeout")
+        path = args[0]
+        queued = parse_rq_timestamp(fields.get(b"enqueued_at") or fields.get(b"created_at"))
+        if self.metrics is not None and queued is not None:
+            self.metrics.started(path, (started - queued).total_seconds())
+        if job_log.isEnabledFor(logging.INFO):
+            log_job(JobRecord(job_id, path, JobStatus.RUNNING), "started")
         return Claimed(
             job_id=job_id,
             queue=queue,
@@ -280,7 +291,7 @@ class Worker:
             "failed" if status == "timeout" else status,
             rq_timestamp(now),
             claimed.result_ttl,
-            int(now.timestamp()) + claimed.result_ttl,
+            now.timestamp() + claimed.result_ttl,  # to the microsecond: GET /jobs pages on it
             claimed.job_id,
             result_type,
             payload_field,
@@ -300,13 +311,25 @@ class Worker:
             layout.outputs_key(claimed.job_id),
         ]
         if not claim_next:
-            self._finish_script(keys=keys, args=args)
+            if self._finish_script(keys=keys, args=args):
+                self._count_end(claimed, status, now)
             return None
         pipe = self.redis.pipeline(transaction=False)
         self._finish_script(keys=keys, args=args, client=pipe)
         self._claim_script(keys=self._claim_keys(), args=self._claim_args(), client=pipe)
-        _, reply = pipe.execute()
+        ended, reply = pipe.execute()
+        if ended:
+            self._count_end(claimed, status, now)
         return self._parse_claim(reply)
+
+    def _count_end(self, claimed: Claimed, status: str, now: datetime) -> None:
+        """Count and log a job this worker ended (not one whose end a cancel or the cleanup took first)."""
+        final = JobStatus(status)
+        ran_s = (now - claimed.started_at).total_seconds()
+        if self.metrics is not None:
+            self.metrics.ended(claimed.task.path, final, ran_s)
+        if job_log.isEnabledFor(logging.INFO):
+            log_job(JobRecord(claimed.job_id, claimed.task.path, final), final.value, ran_s)
 
     def _requeue(self, claimed: Claimed, count_failure: bool) -> None:
         self._requeue_script(

@@ -15,6 +15,8 @@ from rq import Worker as RQWorker
 from rq.serializers import JSONSerializer
 
 from .. import redis_layout as layout
+from ..jobs import JobRecord, JobStatus
+from ..logs import job_log, log_job
 from ..redis_cleanup import CLEANUP_INTERVAL_S, clean_up_abandoned, sweep_storage
 
 if TYPE_CHECKING:
@@ -42,6 +44,7 @@ class Presence:
             threading.Thread(target=self._listen, name="fasttask-listener", daemon=True),
         ]
         self._registered = False
+        self._beat_job: str | None = None
 
     def start(self) -> None:
         self._register()
@@ -78,7 +81,8 @@ class Presence:
                 self.worker.io.flush_progress(claimed)
             now = time.monotonic()
             try:
-                if now >= next_beat:
+                # a beat also when the job in hand changed, so `current_job` and `state` follow within a tick
+                if now >= next_beat or self.worker.current_job_id() != self._beat_job:
                     next_beat = now + HEARTBEAT_S
                     self._beat()
                 if now >= next_cleanup:
@@ -91,12 +95,17 @@ class Presence:
 
     def _beat(self) -> None:
         worker = self.worker
+        current = worker._current
+        self._beat_job = current.job_id if current is not None else None
         key = layout.worker_key(worker.name)
         if not self._registered or not worker.redis.exists(key):
             self._register()  # after a Redis restart, or when Redis was away longer than the TTL
-        current = worker._current
         pipe = worker.redis.pipeline(transaction=False)
         pipe.hset(key, mapping={"last_heartbeat": _rq_now(), "state": "busy" if current else "idle"})
+        if current is not None:  # RQ's field for the job a worker runs (`rq info`, rq-dashboard, /dashboard)
+            pipe.hset(key, "current_job", current.job_id)
+        else:
+            pipe.hdel(key, "current_job")
         pipe.expire(key, WORKER_TTL_S)
         if current is not None:
             lease = int(time.time()) + _lease_s()
@@ -105,9 +114,19 @@ class Presence:
         pipe.execute()
 
     def _clean_up(self) -> None:
-        if clean_up_abandoned(self.worker.redis, self.worker.queues, self.worker.name):
+        if clean_up_abandoned(self.worker.redis, self.worker.queues, self.worker.name, self._abandoned):
             self.worker.ring()
         sweep_storage(self.worker.redis, self.worker.store, self.worker.name)
+
+    def _abandoned(self, queue: str, job_id: str) -> None:
+        """A job RQ's cleanup failed here (its worker was lost): count and log it."""
+        task = self.worker.queues.get(queue)
+        if task is None:
+            return
+        if self.worker.metrics is not None:
+            self.worker.metrics.ended(task.path, JobStatus.FAILED, None)
+        if job_log.isEnabledFor(logging.INFO):
+            log_job(JobRecord(job_id, task.path, JobStatus.FAILED), "failed: its worker was lost")
 
     def _listen(self) -> None:
         worker = self.worker

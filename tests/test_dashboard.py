@@ -1,0 +1,157 @@
+"""The dashboard in a real browser: headless Chromium from the system packages, driven by selenium through the
+system chromedriver (no browser download). Skipped only when Chromium is not installed (scripts/test installs it)."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from fasttask import FastTaskAPI
+
+from .conftest import LiveServer
+from .observability_app import build
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--window-size=1400,1000",
+)
+
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None or CHROMEDRIVER is None,
+    reason="Chromium is not installed (apt-get install -y chromium chromium-driver; scripts/test does it)",
+)
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in FLAGS:
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    driver.set_page_load_timeout(20)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def wait(driver: Any, condition: Callable[[Any], Any], timeout_s: float = 15, what: str = "") -> Any:
+    """Poll `condition`; the page redraws its tables every second, so an element gone stale is polled again."""
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    waiter = WebDriverWait(driver, timeout_s, 0.1, ignored_exceptions=(StaleElementReferenceException,))
+    return waiter.until(condition, f"timed out waiting for {what}")
+
+
+def cell(driver: Any, selector: str) -> Any:
+    from selenium.webdriver.common.by import By
+
+    found = driver.find_elements(By.CSS_SELECTOR, selector)
+    return found[0] if found else None
+
+
+def read(driver: Any, selector: str, attribute: str = "textContent") -> str | None:
+    """One read of the live page, in the page (no element handle to go stale)."""
+    script = "const e = document.querySelector(arguments[0]); return e ? e.getAttribute(arguments[1]) : null;"
+    if attribute == "textContent":
+        script = "const e = document.querySelector(arguments[0]); return e ? e.textContent : null;"
+    result: str | None = driver.execute_script(script, selector, attribute)
+    return result
+
+
+def click(driver: Any, selector: str) -> bool:
+    found = cell(driver, selector)
+    if found is None:
+        return False
+    found.click()
+    return True
+
+
+def progress_of(driver: Any, job_id: str) -> float | None:
+    found = read(driver, f'tr[data-job-id="{job_id}"] td.progress', "data-progress")
+    return float(found) if found is not None else None
+
+
+def status_of(driver: Any, job_id: str) -> str | None:
+    return read(driver, f'tr[data-job-id="{job_id}"]', "data-status")
+
+
+def test_dashboard_shows_endpoints_moving_progress_and_cancels(
+    browser: Any, live_server: Callable[[FastTaskAPI], LiveServer]
+) -> None:
+    server = live_server(build(queue="local", concurrency=2))
+    with server.client() as client:
+        check_dashboard(browser, server, client)
+
+
+def check_dashboard(browser: Any, server: LiveServer, client: httpx.Client) -> None:
+    done = [client.post("/echo", json={"n": n}).json()["id"] for n in range(3)]
+    failed = client.post("/fail", json={"message": "shown in the table"}).json()["id"]
+    slow = client.post("/sleep", json={"seconds": 8, "steps": 80}).json()["id"]
+    doomed = client.post("/sleep", json={"seconds": 60, "steps": 600}).json()["id"]
+
+    browser.get(f"{server.url}/dashboard")
+    for endpoint in ("/echo", "/fail", "/sleep", "/limited"):
+        wait(browser, lambda d, e=endpoint: cell(d, f'#endpoints tr[data-endpoint="{e}"]'), what=f"the {endpoint} row")
+    assert read(browser, '#endpoints tr[data-endpoint="/limited"] td.limit') == "2"
+    wait(browser, lambda d: status_of(d, done[0]) == "finished", what="a finished job")
+    wait(browser, lambda d: status_of(d, failed) == "failed", what="the failed job")
+    assert "ValueError: shown in the table" in (read(browser, f'tr[data-job-id="{failed}"] td.message') or "")
+    assert cell(browser, '#workers tr[data-worker^="embedded-"]') is not None
+
+    # a running job's progress moves on the page
+    first = wait(browser, lambda d: (p := progress_of(d, slow)) is not None and p > 0 and p, what="progress")
+    wait(browser, lambda d: (progress_of(d, slow) or 0) > first + 0.05, what="the progress to move")
+    assert (read(browser, f'tr[data-job-id="{slow}"] td.message') or "").startswith("step ")
+    wait(browser, lambda d: read(d, '#endpoints tr[data-endpoint="/sleep"] td.running') == "2", what="two running")
+
+    # cancel from the page
+    wait(browser, lambda d: click(d, f'tr[data-job-id="{doomed}"] button.cancel'), what="the cancel button")
+    wait(browser, lambda d: status_of(d, doomed) == "cancelled", what="the cancel to show")
+    assert client.get(f"/jobs/{doomed}").json()["status"] == "cancelled"
+    assert cell(browser, f'tr[data-job-id="{doomed}"] button.cancel') is None
+    assert cell(browser, f'tr[data-job-id="{done[0]}"] button.cancel') is None  # final jobs have none
+    client.post(f"/jobs/{slow}/cancel")
+
+
+def test_dashboard_asks_for_the_api_key_and_sends_it_as_a_header(
+    browser: Any, live_server: Callable[[FastTaskAPI], LiveServer]
+) -> None:
+    key = "dash-" + "3" * 27
+    server = live_server(build(queue="local", api_key=key))
+    job = httpx.post(f"{server.url}/echo", json={"n": 21}, headers={"X-API-Key": key}).json()["id"]
+    assert httpx.get(f"{server.url}/dashboard").status_code == 200  # the page itself holds no data
+    assert httpx.get(f"{server.url}/dashboard/state").status_code == 401
+
+    browser.get(f"{server.url}/dashboard")
+    form = wait(browser, lambda d: (f := cell(d, "#key-form")) is not None and f.is_displayed() and f, what="form")
+    cell(browser, "#key-input").send_keys("wrong-key")
+    cell(browser, '#key-form button[type="submit"]').click()
+    wait(browser, lambda d: "refused" in (read(d, "#status") or ""), what="the refusal")
+    cell(browser, "#key-input").send_keys(key)
+    cell(browser, '#key-form button[type="submit"]').click()
+    wait(browser, lambda d: status_of(d, job) == "finished", what="the job, read with the key")
+    assert not form.is_displayed()
+    assert key not in browser.current_url
+    # the job's JSON, fetched with the key and shown on the page
+    wait(browser, lambda d: click(d, f'tr[data-job-id="{job}"] a.job-link'), what="the job link")
+    panel = wait(browser, lambda d: read(d, "#job-panel-json"), what="the job's JSON")
+    assert '"result": 42' in panel
