@@ -27,49 +27,20 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-BENCH = Path(__file__).resolve().parent
-ROOT = BENCH.parent
-HOST = "127.0.0.1"  # never anything else: the machine's network watches other addresses
+from common import BENCH, FORM, HOST, MAIN_PY, ROOT, fasttask_smoke, free_port, http, parse_result, rss_mb
 
-MAIN_PY = ROOT / ".venv" / "bin" / "python"
 PEER_PY = BENCH / ".venv-peer" / "bin" / "python"
-
-# urllib must not pick up *_proxy env vars: loopback traffic goes direct
-_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 # ----------------------------------------------------------------------------- helpers
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def http(
-    method: str, url: str, data: bytes | None = None, headers: dict[str, str] | None = None, timeout: float = 10.0
-) -> tuple[int, bytes]:
-    req = urllib.request.Request(url, data=data, method=method, headers=headers or {})
-    try:
-        with _OPENER.open(req, timeout=timeout) as r:
-            return r.status, r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read()
-
-
-FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 
 
 def cpu_plan(no_pin: bool) -> tuple[list[str], list[str], str]:
@@ -86,16 +57,6 @@ def cpu_plan(no_pin: bool) -> tuple[list[str], list[str], str]:
         )
     why = "taskset not found" if not ts else f"only {ncpu} CPU"
     return [], [], f"not pinned ({why})"
-
-
-def rss_mb(pid: int) -> float | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return round(int(line.split()[1]) / 1024, 1)
-    except OSError:
-        pass
-    return None
 
 
 # ----------------------------------------------------------------------------- systems
@@ -168,15 +129,7 @@ class FastTask(System):
         return None
 
     def smoke(self, base: str) -> str | None:
-        code, body = http("POST", base + "/noop", b"", FORM)
-        if code != 202:
-            return f"POST /noop -> {code} {body[:200]!r}"
-        job_id = json.loads(body)["id"]
-        code, body = http("GET", f"{base}/jobs/{job_id}?wait=30", timeout=40)
-        job = json.loads(body) if code == 200 else {}
-        if job.get("status") != "finished" or job.get("result") != "ok":
-            return f"GET /jobs/{job_id}?wait=30 -> {code} {body[:200]!r}"
-        return None
+        return fasttask_smoke(base)
 
 
 class Peer(System):
@@ -269,14 +222,6 @@ class Server:
 
 
 # ----------------------------------------------------------------------------- drivers
-
-
-def parse_result(out: str) -> dict[str, Any]:
-    for line in out.splitlines():
-        if line.startswith("BENCH_RESULT "):
-            res: dict[str, Any] = json.loads(line[len("BENCH_RESULT ") :])
-            return res
-    raise RuntimeError("driver printed no BENCH_RESULT line:\n" + out[-2000:])
 
 
 def run_wrk(

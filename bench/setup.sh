@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs what bench/core.py needs besides the project's own venv (/work/main/.venv or
-# whatever ../.venv is): the peer, fast-task-api 1.2.9, in bench/.venv-peer, and wrk.
+# Installs what bench/core.py and bench/distributed.py need besides the project's own venv
+# (/work/main/.venv or whatever ../.venv is): the peer, fast-task-api 1.2.9, in bench/.venv-peer,
+# Celery in bench/.venv-celery, wrk and redis-server.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 py="${PYTHON:-python3}"
@@ -9,15 +10,23 @@ if [ ! -x "$here/.venv-peer/bin/python" ]; then
 fi
 # 1.2.9: the last fast-task-api release whose default constructor works
 "$here/.venv-peer/bin/pip" install -q "fast-task-api==1.2.9" "httpx>=0.27"
-if ! command -v wrk >/dev/null 2>&1; then
-  if command -v apt-get >/dev/null 2>&1; then
-    apt-get install -y wrk || { apt-get update && apt-get install -y wrk; }
-  else
-    echo "wrk not found and no apt-get: install wrk by hand (core.py skips the wrk driver without it)" >&2
-  fi
+# distributed.py's Celery row (it reports the row unavailable without this venv)
+if [ ! -x "$here/.venv-celery/bin/python" ]; then
+  "$py" -m venv "$here/.venv-celery"
 fi
-# the fasttask side and the Python driver run from the project venv
+"$here/.venv-celery/bin/pip" install -q "celery[redis]"
+for tool in wrk redis-server; do
+  if ! command -v "$tool" >/dev/null 2>&1; then
+    if command -v apt-get >/dev/null 2>&1; then
+      apt-get install -y "$tool" || { apt-get update && apt-get install -y "$tool"; }
+    else
+      echo "$tool not found and no apt-get: install it by hand" >&2
+    fi
+  fi
+done
+# the fasttask side (with its Redis queue: rq, redis, hiredis), the Python driver and py-spy (distributed.py
+# --profile) run from the project venv
 if [ -x "$here/../.venv/bin/pip" ]; then
-  "$here/../.venv/bin/pip" install -q -e "$here/.." httpx
+  "$here/../.venv/bin/pip" install -q -e "$here/..[redis]" httpx py-spy
 fi
 echo "bench setup done"

@@ -1,5 +1,6 @@
 -- wrk script for fasttask: per connection, submit -> GET /jobs/<id>?wait=60 -> repeat.
--- Run with one connection per thread:  wrk -t N -c N -d 10s --timeout 70s -s fasttask.lua URL
+-- Run with one connection per thread:  wrk -t N -c N -d 10s --timeout 70s -s fasttask.lua URL [-- PATH]
+-- PATH is the task endpoint to submit to (default /noop).
 -- Per-job latency = submit request built (just before it is sent) -> finished job JSON received.
 local here = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
 local common = dofile(here .. "common.lua")
@@ -18,7 +19,8 @@ polls = 0                   -- GET /jobs/<id> requests sent (more than jobs if a
 function setup(thread) common.setup(thread) end
 
 function init(args)
-  SUBMIT = wrk.format("POST", "/noop", { ["Content-Type"] = "application/x-www-form-urlencoded" }, "")
+  local path = args[1] or "/noop"
+  SUBMIT = wrk.format("POST", path, { ["Content-Type"] = "application/x-www-form-urlencoded" }, "")
 end
 
 function request()
