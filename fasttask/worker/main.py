@@ -105,6 +105,8 @@ class Worker:
         self._owns_process = install_signals if owns_process is None else owns_process
         self._stopping = threading.Event()
         self._doorbell = threading.Event()
+        self.waiting_for_work = threading.Event()
+        """Set while the worker found no job and waits for one (the listener then rings it on new jobs)."""
         self._current: Claimed | None = None
         self._loop = asyncio.new_event_loop()
         self._async_task: asyncio.Task[Any] | None = None
@@ -130,9 +132,11 @@ class Worker:
                 if claimed is None:
                     claimed = self._retrying(self._claim)
                 if claimed is None:
+                    self.waiting_for_work.set()
                     self._doorbell.wait(IDLE_POLL_S)
                     self._doorbell.clear()
                     continue
+                self.waiting_for_work.clear()
                 try:
                     claimed = self._work(claimed)
                 except JobInterrupted:

@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger("fasttask.worker")
 
 TICK_S = 0.1
+LISTEN_TICK_S = 0.05
+"""How soon the listener follows the worker between busy and waiting for work."""
 HEARTBEAT_S = 5.0
 WORKER_TTL_S = 30
 """The worker's RQ record expires this long after its last heartbeat: how long a dead worker stays listed."""
@@ -81,10 +83,11 @@ class Presence:
                 self.worker.io.flush_progress(claimed)
             now = time.monotonic()
             try:
-                # a beat also when the job in hand changed, so `current_job` and `state` follow within a tick
-                if now >= next_beat or self.worker.current_job_id() != self._beat_job:
+                if now >= next_beat:
                     next_beat = now + HEARTBEAT_S
                     self._beat()
+                elif self.worker.current_job_id() != self._beat_job:
+                    self._show_job()  # `current_job` and `state` follow the job in hand within a tick
                 if now >= next_cleanup:
                     next_cleanup = now + CLEANUP_INTERVAL_S
                     self._clean_up()
@@ -113,6 +116,20 @@ class Presence:
             pipe.hset(layout.job_key(current.job_id), "last_heartbeat", _rq_now())
         pipe.execute()
 
+    def _show_job(self) -> None:
+        """Only the worker record's `state` and `current_job`: one or two commands, not a whole beat."""
+        worker = self.worker
+        current = worker._current
+        self._beat_job = current.job_id if current is not None else None
+        key = layout.worker_key(worker.name)
+        if current is not None:
+            worker.redis.hset(key, mapping={"state": "busy", "current_job": current.job_id})
+        else:
+            pipe = worker.redis.pipeline(transaction=False)
+            pipe.hset(key, "state", "idle")
+            pipe.hdel(key, "current_job")
+            pipe.execute()
+
     def _clean_up(self) -> None:
         if clean_up_abandoned(self.worker.redis, self.worker.queues, self.worker.name, self._abandoned):
             self.worker.ring()
@@ -129,18 +146,29 @@ class Presence:
             log_job(JobRecord(job_id, task.path, JobStatus.FAILED), "failed: its worker was lost")
 
     def _listen(self) -> None:
+        """RQ's command channel always; the queued-job channels only while the worker waits for work.
+
+        A busy worker takes its next job when it finishes the last (in the same round trip), so ringing it
+        on every submit would only wake it for nothing: with many workers that is most of their work.
+        """
         worker = self.worker
-        channels = [layout.worker_command_channel(worker.name)]
-        channels += [layout.queued_channel(name) for name in worker.queues]
+        doorbells = [layout.queued_channel(name) for name in worker.queues]
         backoff = 0.1
         while not self._closed.is_set():
             pubsub = worker.redis.pubsub(ignore_subscribe_messages=True)
+            listening = False
             try:
-                pubsub.subscribe(*channels)
+                pubsub.subscribe(layout.worker_command_channel(worker.name))
                 backoff = 0.1
-                worker.ring()  # a job may have been queued while we were not listening
                 while not self._closed.is_set():
-                    message = pubsub.get_message(timeout=0.5)
+                    idle = worker.waiting_for_work.is_set()
+                    if idle and not listening:
+                        pubsub.subscribe(*doorbells)
+                        worker.ring()  # a job may have been queued before we listened
+                    elif listening and not idle:
+                        pubsub.unsubscribe(*doorbells)
+                    listening = idle
+                    message = pubsub.get_message(timeout=LISTEN_TICK_S)
                     if message is not None:
                         self._handle(message)
             except (RedisError, OSError) as exc:
