@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import socket
 import threading
 import time
@@ -14,6 +15,7 @@ from fastapi.testclient import TestClient
 from fasttask import FastTaskAPI
 
 from .redis_server import RedisServer
+from .servers import S3_CREDENTIALS, FileServer, start_s3_server
 
 
 def free_port() -> int:
@@ -150,3 +152,30 @@ def with_workers(
         return app
 
     return start
+
+
+@pytest.fixture
+def file_server() -> Iterator[FileServer]:
+    server = FileServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    url, server = start_s3_server(free_port())
+    yield url
+    server.terminate()
+    server.wait(10)
+
+
+@pytest.fixture
+def bucket(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A new bucket on the session's S3 server, with credentials in the environment for boto3."""
+    import boto3
+
+    for name, value in S3_CREDENTIALS.items():
+        monkeypatch.setenv(name, value)
+    name = f"test-{os.urandom(4).hex()}"
+    boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket=name)
+    return name

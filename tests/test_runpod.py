@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import http.server
 import importlib.util
 import inspect
 import logging
@@ -17,7 +16,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -31,6 +29,7 @@ from fasttask.serverless import RunpodWorker
 
 from .conftest import free_port
 from .runpod_app import NET_GUARD_MARK, Probe, make_app
+from .servers import FILE_CONTENT, FileServer
 
 ROOT = Path(__file__).resolve().parent.parent
 APP_SCRIPT = Path(__file__).resolve().parent / "runpod_app.py"
@@ -353,47 +352,6 @@ def test_bad_and_oversized_files_fail_the_job(make_worker: MakeWorker) -> None:
     assert too_big.startswith("invalid input for /echo_file: file is larger than")
 
 
-class FileServer:
-    """A loopback HTTP server: /file.bin serves CONTENT, /big.bin 64 KiB; it records every request."""
-
-    def __init__(self) -> None:
-        self.requests: list[str] = []
-        owner = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                owner.requests.append(self.path)
-                body = {"/file.bin": CONTENT, "/big.bin": b"z" * 65536}.get(self.path)
-                if body is None:
-                    self.send_response(404)
-                    self.end_headers()
-                    return
-                self.send_response(200)
-                self.send_header("Content-Type", "application/x-test")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
-@pytest.fixture
-def file_server() -> Iterator[FileServer]:
-    server = FileServer()
-    yield server
-    server.close()
-
-
 def test_url_inputs_pass_the_address_guard(make_worker: MakeWorker, file_server: FileServer) -> None:
     refused = run(make_worker(), job(path="/echo_file", file=f"{file_server.url}/file.bin"))["error"]
     assert refused.startswith("invalid input for /echo_file: input.file:")
@@ -406,7 +364,7 @@ def test_url_inputs_download_when_private_addresses_are_allowed(
 ) -> None:
     worker = make_worker(allow_private_urls=True, max_file_mb=0.05)  # 52,428 bytes
     echoed = run(worker, job(path="/echo_file", file=f"{file_server.url}/file.bin"))
-    assert echoed == {"file_name": "file.bin", "content_type": "application/x-test", "content": b64(CONTENT)}
+    assert echoed == {"file_name": "file.bin", "content_type": "application/x-test", "content": b64(FILE_CONTENT)}
     assert file_server.requests == ["/file.bin"]
     too_big = run(worker, job(path="/echo_file", file=f"{file_server.url}/big.bin"))["error"]
     assert too_big.startswith("invalid input for /echo_file: input.file: the file at") and "larger than" in too_big
@@ -415,41 +373,6 @@ def test_url_inputs_download_when_private_addresses_are_allowed(
 
 
 # -- file results in a bucket (moto's S3 server on loopback) --------------------------------------------
-@pytest.fixture(scope="module")
-def s3_endpoint() -> Iterator[str]:
-    pytest.importorskip("boto3")
-    pytest.importorskip("moto")
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            httpx.get(url)
-            break
-        except httpx.TransportError:
-            assert time.monotonic() < deadline and server.poll() is None, "moto's server did not start"
-            time.sleep(0.1)
-    yield url
-    server.terminate()
-    server.wait(10)
-
-
-@pytest.fixture
-def bucket(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
-    boto3 = pytest.importorskip("boto3")
-    for name, value in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"}.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    name = f"runpod-{os.urandom(4).hex()}"
-    boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket=name)
-    return name
-
-
 def check_uploaded(result: dict[str, Any], file_name: str, content: bytes) -> None:
     assert set(result) == {"file_name", "content_type", "size", "url"}
     assert result["file_name"] == file_name

@@ -5,10 +5,8 @@ fetched the HTTP layer is a mock transport."""
 from __future__ import annotations
 
 import asyncio
-import http.server
 import ipaddress
-import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
@@ -19,54 +17,8 @@ from fasttask import FastTaskAPI, PayloadTooLarge, fetch
 from fasttask.fetch import UrlRefused, checked_address, download, refusal
 
 from .apps import make_app
-
-CONTENT = bytes(range(256)) * 64  # 16 KiB
-
-
-class FileServer:
-    """A loopback HTTP server: /file.bin serves CONTENT, /big.bin 64 KiB, /moved redirects to /file.bin."""
-
-    def __init__(self) -> None:
-        self.requests: list[str] = []
-        owner = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                owner.requests.append(self.path)
-                if self.path == "/moved":
-                    self.send_response(302)
-                    self.send_header("Location", "/file.bin")
-                    self.end_headers()
-                    return
-                body = {"/file.bin": CONTENT, "/big.bin": b"z" * 65536}.get(self.path)
-                if body is None:
-                    self.send_response(404)
-                    self.end_headers()
-                    return
-                self.send_response(200)
-                self.send_header("Content-Type", "application/x-test")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.httpd.server_address[1]
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
-@pytest.fixture
-def file_server() -> Iterator[FileServer]:
-    server = FileServer()
-    yield server
-    server.close()
+from .servers import FILE_CONTENT as CONTENT
+from .servers import FileServer
 
 
 @pytest.fixture
