@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -203,6 +204,12 @@ def test_cluster_script_runs_500_jobs_exactly_once(tmp_path: Path) -> None:
         script.send_signal(signal.SIGTERM)
         _, errors = script.communicate(timeout=90)
     assert script.returncode == 0, errors
+    # every process it started is gone: nothing answers on its ports any more
+    for port in (base, base + 1, redis_port, s3_port):
+        with socket.socket() as probe:
+            assert probe.connect_ex(("127.0.0.1", port)) != 0, f"something still listens on {port}"
+    leftovers = subprocess.run(["pgrep", "-f", str(tmp_path / "cluster")], capture_output=True, text=True)
+    assert leftovers.stdout.strip() == "", f"processes left behind: {leftovers.stdout}"
 
 
 def test_kill_9_of_a_worker_mid_job_runs_the_job_again_elsewhere(cluster: Cluster) -> None:
