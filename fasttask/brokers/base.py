@@ -166,17 +166,17 @@ class Broker(ABC):
         """True when the backend can take and serve jobs."""
         return True
 
+    @abstractmethod
     async def list_jobs(
         self, endpoint: str | None, status: JobStatus | None, limit: int, cursor: str | None
     ) -> JobPage:
         """Jobs newest first (by their last state change), optionally of one endpoint and status; `cursor`
         is the previous page's `next_cursor` (raises InvalidInput for one it did not give)."""
-        raise NotImplementedError
 
+    @abstractmethod
     async def workers(self) -> list[WorkerInfo]:
         """The processes running this service's jobs, with the jobs they run now."""
-        raise NotImplementedError
 
+    @abstractmethod
     async def recent(self, window_s: float) -> dict[str, dict[str, int]]:
         """Per endpoint, how many jobs reached each final status in the last `window_s` seconds."""
-        raise NotImplementedError
