@@ -186,8 +186,10 @@ def _add_job_routes(api: FastAPI, broker: Broker) -> None:
         return json_response((await broker.cancel(job_id)).to_json())
 
     @api.get("/jobs/{job_id}/stream", tags=["jobs"], summary="Server-sent events: progress, output, end")
-    async def stream_job(job_id: str) -> StreamingResponse:
-        events = await broker.open_stream(job_id)
+    async def stream_job(job_id: str, request: Request) -> StreamingResponse:
+        # a client that reconnects sends the id of the last event it got: the outputs it already has
+        resume = request.headers.get("last-event-id", "")
+        events = await broker.open_stream(job_id, int(resume) if resume.isdigit() and len(resume) < 10 else 0)
         return StreamingResponse(_sse(events), media_type="text/event-stream", headers=SSE_HEADERS)
 
     @api.get("/jobs/{job_id}/files/{index}", tags=["jobs"], summary="Download a file the job returned")
@@ -326,7 +328,7 @@ async def _sse(events: AsyncIterator[JobEvent]) -> AsyncIterator[str]:
                 return
             pending = None
             data = json.dumps(event.data, separators=(",", ":"), ensure_ascii=False)
-            yield f"event: {event.kind}\ndata: {data}\n\n"
+            yield f"id: {event.outputs_sent}\nevent: {event.kind}\ndata: {data}\n\n"
             if event.kind == "end":
                 return
     finally:

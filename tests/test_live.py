@@ -213,3 +213,24 @@ def test_cli_reports_a_bad_target() -> None:
     )
     assert result.returncode == 2
     assert "MODULE:APP" in result.stderr
+
+
+def test_a_reconnecting_stream_resumes_after_the_outputs_it_had(
+    live_server: StartServer, queue_settings: dict[str, Any], with_workers: WithWorkers
+) -> None:
+    server = live_server(make_app(**queue_settings))
+    with_workers(server.app)
+    with server.client() as client:
+        job_id = client.post("/count", json={"n": 3}).json()["id"]
+        assert client.get(f"/jobs/{job_id}", params={"wait": 20}).json()["status"] == "finished"
+        with client.stream("GET", f"/jobs/{job_id}/stream") as response:
+            ids = [line[len("id: ") :] for line in response.iter_lines() if line.startswith("id: ")]
+        assert ids == ["1", "2", "3", "3"]  # three outputs, then the end event
+        resumed_from = {"Last-Event-ID": "2"}
+        with client.stream("GET", f"/jobs/{job_id}/stream", headers=resumed_from) as response:
+            events = list(sse_events(response))
+        assert events[0] == ("output", 2)
+        assert [kind for kind, _ in events] == ["output", "end"]
+        with client.stream("GET", f"/jobs/{job_id}/stream", headers={"Last-Event-ID": "9" * 5000}) as response:
+            assert response.status_code == 200  # a nonsense id starts from the beginning
+            assert [kind for kind, _ in sse_events(response)] == ["output", "output", "output", "end"]

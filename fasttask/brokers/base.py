@@ -22,6 +22,9 @@ class JobEvent:
 
     kind: Literal["progress", "output", "end"]
     data: Any
+    outputs_sent: int = 0
+    """How many outputs the stream had sent with this event: its SSE id, so a client that reconnects with
+    `Last-Event-ID` resumes after the outputs it already has."""
 
 
 @dataclass(frozen=True)
@@ -151,7 +154,7 @@ class Broker(ABC):
         """Cancel a queued or running job (raises JobAlreadyFinal when it already ended)."""
 
     @abstractmethod
-    async def open_stream(self, job_id: str) -> AsyncIterator[JobEvent]:
+    async def open_stream(self, job_id: str, after_outputs: int = 0) -> AsyncIterator[JobEvent]:
         """Progress and output events as they happen, ending with `end` (raises JobNotFound up front)."""
 
     @abstractmethod

@@ -171,8 +171,8 @@ class LocalBroker(Broker):
         self._stop(job, JobStatus.CANCELLED, None)
         return record
 
-    async def open_stream(self, job_id: str) -> AsyncIterator[JobEvent]:
-        return self._events(self._job(job_id))
+    async def open_stream(self, job_id: str, after_outputs: int = 0) -> AsyncIterator[JobEvent]:
+        return self._events(self._job(job_id), after_outputs)
 
     async def result_file(self, job_id: str, index: int) -> ResultFile:
         job = self._job(job_id)
@@ -360,22 +360,21 @@ class LocalBroker(Broker):
         job.changed.set()
         job.changed = asyncio.Event()
 
-    async def _events(self, job: _LocalJob) -> AsyncIterator[JobEvent]:
-        sent_outputs = 0
+    async def _events(self, job: _LocalJob, sent_outputs: int) -> AsyncIterator[JobEvent]:
         last: tuple[Any, ...] | None = None
         while True:
             changed = job.changed
             while sent_outputs < len(job.outputs):
-                yield JobEvent("output", job.outputs[sent_outputs])
                 sent_outputs += 1
+                yield JobEvent("output", job.outputs[sent_outputs - 1], sent_outputs)
             record = job.record
             if record.status.is_final:
-                yield JobEvent("end", record.to_json())
+                yield JobEvent("end", record.to_json(), sent_outputs)
                 return
             state = (record.status, record.progress, record.message)
             if state != last:
                 last = state
-                yield JobEvent("progress", record.to_json())
+                yield JobEvent("progress", record.to_json(), sent_outputs)
             await changed.wait()
 
     def _running_loop(self) -> asyncio.AbstractEventLoop:

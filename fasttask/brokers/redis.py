@@ -198,9 +198,9 @@ class RedisBroker(Broker):
             log_job(record, "cancelled", ran_s)
         return record
 
-    async def open_stream(self, job_id: str) -> AsyncIterator[JobEvent]:
+    async def open_stream(self, job_id: str, after_outputs: int = 0) -> AsyncIterator[JobEvent]:
         await self.get(job_id)
-        return self._events(job_id)
+        return self._events(job_id, after_outputs)
 
     async def result_file(self, job_id: str, index: int) -> ResultFile:
         raw = await self._guard(self._redis.hgetall(layout.file_key(job_id, index)))
@@ -270,8 +270,7 @@ class RedisBroker(Broker):
         values, entries = await self._guard(pipe.execute())
         return record_from_redis(job_id, values, entries[0][1] if entries else None)
 
-    async def _events(self, job_id: str) -> AsyncIterator[JobEvent]:
-        sent_outputs = 0
+    async def _events(self, job_id: str, sent_outputs: int) -> AsyncIterator[JobEvent]:
         last: tuple[Any, ...] | None = None
         with self._watching(job_id) as changed:
             while True:
@@ -279,15 +278,15 @@ class RedisBroker(Broker):
                 record = await self.get(job_id)
                 outputs = await self._guard(self._redis.lrange(layout.outputs_key(job_id), sent_outputs, -1))
                 for raw in outputs:
-                    yield JobEvent("output", json.loads(raw))
-                sent_outputs += len(outputs)
+                    sent_outputs += 1
+                    yield JobEvent("output", json.loads(raw), sent_outputs)
                 if record.status.is_final:
-                    yield JobEvent("end", record.to_json())
+                    yield JobEvent("end", record.to_json(), sent_outputs)
                     return
                 state = (record.status, record.progress, record.message)
                 if state != last:
                     last = state
-                    yield JobEvent("progress", record.to_json())
+                    yield JobEvent("progress", record.to_json(), sent_outputs)
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(changed.wait(), STREAM_RECHECK_S)
 
