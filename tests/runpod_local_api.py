@@ -16,8 +16,6 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-import httpx
-
 from .conftest import free_port
 from .runpod_app import NET_GUARD_MARK
 
@@ -76,35 +74,3 @@ class LocalRunpodApi:
         self.log.close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.log.name)
-
-
-class MotoS3:
-    """moto's S3 server on loopback, standing in for the bucket a runpod worker puts file results in."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(self.url)
-                break
-            except httpx.TransportError:
-                if self.process.poll() is not None or time.monotonic() > deadline:
-                    self.close()
-                    raise RuntimeError("moto's S3 server did not start") from None
-                time.sleep(0.1)
-
-    def close(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)

@@ -18,13 +18,13 @@ runpod's documented answers with the client's parsers; the retries are the fastt
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import io
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import boto3
 import httpx
 import pytest
 
@@ -43,7 +43,8 @@ from fasttask.client._runpod import (
 )
 
 from .runpod_app import Point
-from .runpod_local_api import LocalRunpodApi, MotoS3
+from .runpod_local_api import LocalRunpodApi
+from .servers import S3_CREDENTIALS
 
 CONTENT = bytes(range(256)) * 40  # every byte value
 KEY = "rp-test-key"
@@ -53,8 +54,6 @@ LocalApis = Callable[..., LocalRunpodApi]
 @pytest.fixture(scope="module")
 def local_api() -> Iterator[LocalApis]:
     """`local_api()` serves the app without streaming, `local_api(stream=True)` with FTAPI_RUNPOD_STREAM=1."""
-    if importlib.util.find_spec("runpod") is None:
-        pytest.skip("the runpod SDK is not installed")
     servers: dict[bool, LocalRunpodApi] = {}
 
     def get(stream: bool = False) -> LocalRunpodApi:
@@ -189,30 +188,19 @@ def test_files_go_up_inline_and_come_back_as_remote_files(local_api: LocalApis, 
 
 
 @pytest.fixture(scope="module")
-def bucket_api() -> Iterator[LocalRunpodApi]:
+def bucket_api(s3_endpoint: str) -> Iterator[LocalRunpodApi]:
     """The local API with moto's S3 server as the worker's bucket: file results come back as URLs."""
-    if importlib.util.find_spec("runpod") is None:
-        pytest.skip("the runpod SDK is not installed")
-    boto3 = pytest.importorskip("boto3")
-    pytest.importorskip("moto")
-    s3 = MotoS3()
-    credentials = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}
-    name = f"runpod-client-{os.urandom(4).hex()}"
+    bucket = f"runpod-client-{os.urandom(4).hex()}"
     boto3.client(
         "s3",
-        endpoint_url=s3.url,
-        aws_access_key_id="test",
-        aws_secret_access_key="test",
-        region_name="us-east-1",
-    ).create_bucket(Bucket=name)
-    try:
-        api = LocalRunpodApi({"FTAPI_S3_BUCKET": name, "FTAPI_S3_ENDPOINT_URL": s3.url, **credentials})
-    except BaseException:
-        s3.close()
-        raise
+        endpoint_url=s3_endpoint,
+        aws_access_key_id=S3_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=S3_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+        region_name=S3_CREDENTIALS["AWS_DEFAULT_REGION"],
+    ).create_bucket(Bucket=bucket)
+    api = LocalRunpodApi({"FTAPI_S3_BUCKET": bucket, "FTAPI_S3_ENDPOINT_URL": s3_endpoint, **S3_CREDENTIALS})
     yield api
     api.close()
-    s3.close()
 
 
 def test_file_results_by_url_download_without_the_runpod_key(bucket_api: LocalRunpodApi) -> None:
