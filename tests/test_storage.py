@@ -16,6 +16,7 @@ import redis
 from fastapi.testclient import TestClient
 
 from fasttask import FastTaskAPI, Settings
+from fasttask.brokers import redis as redis_broker
 from fasttask.storage import ObjectStore
 
 from .apps import make_app
@@ -112,3 +113,14 @@ def test_the_sweep_deletes_objects_once_their_job_expired(s3_endpoint: str, buck
     assert keys_in(s3_endpoint, bucket) == [later]
     assert store.sweep(now=now + 4000) == 1
     assert keys_in(s3_endpoint, bucket) == []
+
+
+def test_without_storage_redis_refuses_parameters_past_its_inline_limit(
+    client_for: Callable[[FastTaskAPI], TestClient], redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(redis_broker, "INLINE_PARAMS_LIMIT_BYTES", 100_000)
+    client = client_for(make_app(queue="redis", redis_url=redis_url))
+    refused = client.post("/echo_file", files={"file": ("big.bin", os.urandom(200_000))})
+    assert refused.status_code == 413
+    assert "FTAPI_S3_BUCKET" in refused.json()["detail"]
+    assert client.post("/echo_file", files={"file": ("small.bin", os.urandom(50_000))}).status_code == 202

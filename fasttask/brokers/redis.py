@@ -233,12 +233,6 @@ class RedisBroker(Broker):
     # -- internals ---------------------------------------------------------------------------------
     def _job_fields(self, task: TaskDef, queue: str, record: JobRecord, params: dict[str, Any]) -> dict[str, Any]:
         payload = task.dump_params(params)
-        size = len(json.dumps(payload, separators=(",", ":")))
-        if size > INLINE_PARAMS_LIMIT_BYTES:
-            raise PayloadTooLarge(
-                f"the job's parameters take {size // (1024 * 1024)} MB; without object storage (FTAPI_S3_BUCKET) "
-                f"the Redis queue carries at most {INLINE_PARAMS_LIMIT_BYTES // (1024 * 1024)} MB per job"
-            )
         rq_job = RQJob.create(
             layout.TASK_FUNCTION,
             args=[task.path],
@@ -256,6 +250,13 @@ class RedisBroker(Broker):
         rq_job.created_at = record.created_at.replace(tzinfo=None)
         rq_job.enqueued_at = rq_job.created_at
         fields = rq_job.to_dict()
+        size = len(fields["data"])  # the parameters as Redis will hold them (RQ's compressed JSON)
+        if size > INLINE_PARAMS_LIMIT_BYTES:
+            raise PayloadTooLarge(
+                f"the job's parameters take {size / (1024 * 1024):.1f} MB; without object storage "
+                f"(FTAPI_S3_BUCKET) the Redis queue carries at most {INLINE_PARAMS_LIMIT_BYTES // (1024 * 1024)} MB "
+                "per job"
+            )
         fields["status"] = RQStatus.QUEUED.value
         fields[layout.F_ENDPOINT] = task.path
         if task.timeout_s is not None:
