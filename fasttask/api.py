@@ -74,6 +74,8 @@ def build_api(service: FastTaskAPI) -> FastAPI:
     settings = service.settings
     metrics = Metrics(service.tasks) if settings.metrics else None
     broker = create_broker(settings, service.tasks, service, metrics.jobs if metrics is not None else None)
+    if metrics is not None:
+        metrics.watch_loops(broker.loops)
     limits = input_limits(settings)
 
     @asynccontextmanager
@@ -198,13 +200,16 @@ def _add_job_routes(api: FastAPI, broker: Broker) -> None:
         name = quote(file.file_name.replace('"', ""))
         headers = {"Accept-Ranges": "bytes", "Content-Disposition": f"attachment; filename*=UTF-8''{name}"}
         span = byte_range(request.headers.get("range"), file.size)
+        start, end = span if span is not None else (0, file.size)
+        # opened before the answer starts (in a thread: it may be a request to object storage), so that
+        # storage being away is a 503, not a download cut off after its headers
+        chunks = await asyncio.to_thread(file.read, start, end)
         if span is None:
             headers["Content-Length"] = str(file.size)
-            return StreamingResponse(file.read(0, file.size), media_type=file.content_type, headers=headers)
-        start, end = span
+            return StreamingResponse(chunks, media_type=file.content_type, headers=headers)
         headers["Content-Length"] = str(end - start)
         headers["Content-Range"] = f"bytes {start}-{end - 1}/{file.size}"
-        return StreamingResponse(file.read(start, end), 206, headers, media_type=file.content_type)
+        return StreamingResponse(chunks, 206, headers, media_type=file.content_type)
 
     async def legacy_status(request: Request) -> Response:
         job_id = request.query_params.get("job_id")
@@ -231,9 +236,12 @@ def _add_job_routes(api: FastAPI, broker: Broker) -> None:
 
     @api.get("/ready", tags=["service"], summary="Readiness: the queue backend is reachable")
     async def ready() -> Response:
+        # background loops are reported, not judged: storage being away must not take the API out of
+        # its load balancer while jobs without files still work
+        loops = broker.loops.snapshot()
         if await broker.ready():
-            return json_response({"status": "ready"})
-        return json_response({"detail": "the queue backend is not ready"}, 503)
+            return json_response({"status": "ready", "loops": loops})
+        return json_response({"detail": "the queue backend is not ready", "loops": loops}, 503)
 
     @api.get("/queues", tags=["service"], summary="Queued and running jobs per task endpoint")
     async def queues() -> Response:

@@ -13,6 +13,7 @@ from .app import FastTaskAPI
 from .client.cli import add_call_command
 from .errors import ConfigError
 from .logs import configure_worker_logging
+from .loops import LoopHealth
 
 
 def load_app(target: str) -> FastTaskAPI:
@@ -59,14 +60,15 @@ def work(args: argparse.Namespace) -> int:
     configure_worker_logging(app.settings, args.log_level)
     endpoints = [path.strip() for path in args.endpoints.split(",") if path.strip()] if args.endpoints else None
     metrics = None
+    loops = LoopHealth()
     if args.metrics_port is not None:
         from .metrics import serve_worker_metrics
 
         host = args.metrics_host or app.settings.host
-        metrics = serve_worker_metrics(endpoints or list(app.tasks), host, args.metrics_port)
+        metrics = serve_worker_metrics(endpoints or list(app.tasks), host, args.metrics_port, loops)
         logging.getLogger("fasttask.worker").info("metrics on http://%s:%d/metrics", host, args.metrics_port)
     jobs = metrics.jobs if metrics is not None else None
-    return run_worker_process(app, redis_url, endpoints, args.grace, args.name, args.concurrency, jobs)
+    return run_worker_process(app, redis_url, endpoints, args.grace, args.name, args.concurrency, jobs, loops)
 
 
 def build_parser() -> argparse.ArgumentParser:

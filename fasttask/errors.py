@@ -4,7 +4,7 @@
   x InvalidInput 422        x JobNotFound 404       x JobAlreadyFinal 409
   x QueueFull 429 (+Retry-After)                    x PayloadTooLarge 413
   x RangeNotSatisfiable 416
-  x Unauthorized 401        x BackendUnavailable 503
+  x Unauthorized 401        x BackendUnavailable 503 > StorageUnavailable
   x ConfigError (start-up only)
 * JobCancelled (raised inside a task whose job was cancelled or timed out)
 * MissingExtra (an ImportError: a feature's optional dependency is not installed)
@@ -79,6 +79,10 @@ class BackendUnavailable(FastTaskError):
     """Raised when the queue backend (Redis) cannot be reached."""
 
     status_code = 503
+
+
+class StorageUnavailable(BackendUnavailable):
+    """Raised when object storage (FTAPI_S3_BUCKET) cannot be reached or refuses a request."""
 
 
 class ConfigError(FastTaskError):

@@ -13,6 +13,7 @@ The names and labels are part of the contract (docs/operations.md):
     fasttask_job_run_seconds{endpoint} (histogram)  fasttask_queue_jobs{endpoint,state}
     fasttask_queue_limit{endpoint}                  fasttask_workers{endpoint}
     fasttask_http_requests_total{route,method,code} fasttask_http_request_seconds{route,method} (histogram)
+    fasttask_loop_up{loop}                          fasttask_loop_failures_total{loop}
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from .responses import RequestValidationFailed
 
 if TYPE_CHECKING:
     from .brokers.base import QueueInfo
+    from .loops import LoopHealth
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -239,13 +241,17 @@ class Metrics:
         self.http = HttpMetrics() if http else None
         self.queues = QueueSnapshot() if http else None
         self.registry = CollectorRegistry(auto_describe=False)
-        sources: list[Callable[[], Iterator[Metric]]] = [self.jobs.collect]
+        self._sources: list[Callable[[], Iterator[Metric]]] = [self.jobs.collect]
         if self.http is not None and self.queues is not None:
-            sources += [self.queues.collect, self.http.collect]
-        self.registry.register(_Families(sources))
+            self._sources += [self.queues.collect, self.http.collect]
+        self.registry.register(_Families(self._sources))
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
         GCCollector(registry=self.registry)
+
+    def watch_loops(self, loops: LoopHealth) -> None:
+        """Report these background loops too (`fasttask_loop_up`, `fasttask_loop_failures_total`)."""
+        self._sources.append(loops.collect)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -305,9 +311,11 @@ class HttpMetricsMiddleware:
         return path.replace("{job_id}", "{id}")
 
 
-def serve_worker_metrics(endpoints: Iterable[str], host: str, port: int) -> Metrics:
-    """A worker's metrics (its jobs and its process) on http://host:port/metrics, from a thread."""
+def serve_worker_metrics(endpoints: Iterable[str], host: str, port: int, loops: LoopHealth | None = None) -> Metrics:
+    """A worker's metrics (its jobs, its loops and its process) on http://host:port/metrics, from a thread."""
     metrics = Metrics(endpoints, http=False)
+    if loops is not None:
+        metrics.watch_loops(loops)
     start_http_server(port, addr=host, registry=metrics.registry)
     return metrics
 

@@ -9,6 +9,7 @@ of keys.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import time
 from collections.abc import Iterator
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from .errors import MissingExtra
+from .errors import JobNotFound, MissingExtra, StorageUnavailable
 from .settings import Settings
 
 if TYPE_CHECKING:
@@ -28,6 +29,9 @@ PART_BYTES = 8 * 1024 * 1024
 """Multipart upload part size: memory held per upload stays near one part."""
 MAX_PRESIGN_S = 7 * 24 * 3600
 """The longest a SigV4 presigned URL can live."""
+CONNECT_TIMEOUT_S = 5
+"""botocore waits 60 s by default: with storage unreachable, a request (and the loop that made it) would hang."""
+READ_TIMEOUT_S = 60
 
 
 def _boto3() -> Any:
@@ -51,7 +55,10 @@ class ObjectStore:
         assert settings.s3_bucket is not None
         boto3 = _boto3()
         config = importlib.import_module("botocore.config").Config(
-            retries={"max_attempts": 3, "mode": "standard"}, s3={"addressing_style": "path"}
+            retries={"max_attempts": 3, "mode": "standard"},
+            s3={"addressing_style": "path"},
+            connect_timeout=CONNECT_TIMEOUT_S,
+            read_timeout=READ_TIMEOUT_S,
         )
         self.bucket = settings.s3_bucket
         self.client = boto3.client("s3", endpoint_url=settings.s3_endpoint_url, config=config)
@@ -73,28 +80,30 @@ class ObjectStore:
         """Upload a file; past PART_BYTES as a multipart upload that reads its parts from disk as it sends them."""
         extra = {"ContentType": media.content_type, "ContentDisposition": _attachment(media.file_name)}
         path = media.disk_path
-        if path is not None:  # boto3 streams each part from the file instead of buffering parts in memory
-            self.client.upload_file(path, self.bucket, key, ExtraArgs=extra, Config=self._transfer)
-            return
-        with media.open() as stream:
-            self.client.upload_fileobj(stream, self.bucket, key, ExtraArgs=extra, Config=self._transfer)
+        with _storage_errors("store a file"):
+            if path is not None:  # boto3 streams each part from the file instead of buffering parts in memory
+                self.client.upload_file(path, self.bucket, key, ExtraArgs=extra, Config=self._transfer)
+                return
+            with media.open() as stream:
+                self.client.upload_fileobj(stream, self.bucket, key, ExtraArgs=extra, Config=self._transfer)
 
     def head(self, key: str) -> StoredObject:
-        answer = self.client.head_object(Bucket=self.bucket, Key=key)
+        with _storage_errors("read a file's size", key):
+            answer = self.client.head_object(Bucket=self.bucket, Key=key)
         return StoredObject(key, int(answer["ContentLength"]), answer.get("ContentType", "application/octet-stream"))
 
     def read_range(self, key: str, start: int, end: int) -> Iterator[bytes]:
-        """The bytes [start, end) of an object, streamed."""
+        """The bytes [start, end) of an object, streamed. The request is made now, so that storage being
+        away is an error here (503 before a response starts), not halfway through a download."""
         if end <= start:
-            return
-        body = self.client.get_object(Bucket=self.bucket, Key=key, Range=f"bytes={start}-{end - 1}")["Body"]
-        try:
-            yield from body.iter_chunks(CHUNK_BYTES)
-        finally:
-            body.close()
+            return iter(())
+        with _storage_errors("read a file", key):
+            body = self.client.get_object(Bucket=self.bucket, Key=key, Range=f"bytes={start}-{end - 1}")["Body"]
+        return _chunks(body)
 
     def open(self, key: str) -> IO[bytes]:
-        stream: IO[bytes] = self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
+        with _storage_errors("read a file", key):
+            stream: IO[bytes] = self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
         return stream
 
     def presigned_url(self, key: str, ttl_s: float) -> str | None:
@@ -110,25 +119,64 @@ class ObjectStore:
     def delete(self, keys: list[str]) -> None:
         for start in range(0, len(keys), 1000):
             batch = [{"Key": key} for key in keys[start : start + 1000]]
-            self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
+            with _storage_errors("delete files"):
+                self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
 
     def sweep(self, now: float | None = None) -> int:
         """Delete every object whose expiry minute has passed; returns how many were deleted."""
         current = int((now or time.time()) // 60)
         paginator = self.client.get_paginator("list_objects_v2")
         deleted = 0
-        for page in paginator.paginate(Bucket=self.bucket, Prefix=PREFIX, Delimiter="/"):
-            for prefix in page.get("CommonPrefixes", []):
-                minute = prefix["Prefix"][len(PREFIX) :].rstrip("/")
-                if minute.isdigit() and int(minute) <= current:
-                    keys = [
-                        item["Key"]
-                        for listing in paginator.paginate(Bucket=self.bucket, Prefix=prefix["Prefix"])
-                        for item in listing.get("Contents", [])
-                    ]
-                    self.delete(keys)
-                    deleted += len(keys)
+        with _storage_errors("list expired files"):
+            expired = [
+                prefix["Prefix"]
+                for page in paginator.paginate(Bucket=self.bucket, Prefix=PREFIX, Delimiter="/")
+                for prefix in page.get("CommonPrefixes", [])
+                if _minute(prefix["Prefix"]) <= current
+            ]
+        for prefix in expired:
+            with _storage_errors("list expired files"):
+                keys = [
+                    item["Key"]
+                    for listing in paginator.paginate(Bucket=self.bucket, Prefix=prefix)
+                    for item in listing.get("Contents", [])
+                ]
+            self.delete(keys)
+            deleted += len(keys)
         return deleted
+
+
+def _minute(prefix: str) -> float:
+    """The expiry minute a key prefix names; infinity (never expired) for anything else in the folder."""
+    minute = prefix[len(PREFIX) :].rstrip("/")
+    return int(minute) if minute.isdigit() else float("inf")
+
+
+def _chunks(body: Any) -> Iterator[bytes]:
+    try:
+        with _storage_errors("read a file"):
+            yield from body.iter_chunks(CHUNK_BYTES)
+    finally:
+        body.close()
+
+
+@contextlib.contextmanager
+def _storage_errors(action: str, key: str | None = None) -> Iterator[None]:
+    """botocore's errors as fasttask's: a missing object is 404, anything else storage does is 503."""
+    exceptions = importlib.import_module("botocore.exceptions")
+    upload_errors = importlib.import_module("boto3.exceptions").Boto3Error  # S3UploadFailedError wraps the cause
+    try:
+        yield
+    except exceptions.ClientError as exc:
+        error = exc.response.get("Error", {})
+        code = str(error.get("Code", ""))
+        if key is not None and code in ("NoSuchKey", "404", "NotFound"):
+            raise JobNotFound(key) from None
+        raise StorageUnavailable(
+            f"object storage refused to {action}: {code} {error.get('Message', '')}".strip()
+        ) from exc
+    except (exceptions.BotoCoreError, upload_errors, OSError) as exc:
+        raise StorageUnavailable(f"object storage is unreachable ({action}): {exc}") from exc
 
 
 def _attachment(file_name: str) -> str:

@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 from ..errors import InvalidInput
 from ..jobs import JobRecord, JobStatus, isoformat, utcnow
+from ..loops import LoopHealth
 from ..tasks import TaskDef
 
 MAX_PAGE = 200
@@ -130,6 +131,9 @@ def decode_cursor(raw: str | None) -> tuple[int, str] | None:
 
 class Broker(ABC):
     """Accepts jobs, runs or hands them out, and answers for their state."""
+
+    loops: LoopHealth
+    """The broker's background loops and how their last rounds went (for `/ready` and `/metrics`)."""
 
     async def start(self) -> None:
         """Connect and start background work; called once when the server starts."""

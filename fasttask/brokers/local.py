@@ -20,6 +20,7 @@ from ..execution import error_info, run_async, run_sync
 from ..files import MediaFile, close_files
 from ..jobs import JobRecord, JobStatus, new_job_id, utcnow
 from ..logs import job_log, log_job
+from ..loops import LoopHealth
 from ..metrics import JobMetrics
 from ..progress import JobProgress
 from ..settings import Settings
@@ -104,6 +105,7 @@ class LocalBroker(Broker):
         self._running_count: Counter[str] = Counter()
         self._free_slots = self._concurrency
         self._executor: ThreadPoolExecutor | None = None
+        self.loops = LoopHealth()  # none yet: jobs are purged by timers, not by a loop
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ready = False
 

@@ -30,6 +30,7 @@ from ..errors import BackendUnavailable, JobAlreadyFinal, JobNotFound, PayloadTo
 from ..files import close_files, iter_files
 from ..jobs import JobRecord, JobStatus, new_job_id, utcnow
 from ..logs import job_log, log_job
+from ..loops import Backoff, LoopHealth, run_forever
 from ..metrics import JobMetrics
 from ..redis_cleanup import CLEANUP_INTERVAL_S, clean_up_abandoned, sweep_storage
 from ..redis_records import RECORD_FIELDS, record_from_redis, rq_timestamp
@@ -95,13 +96,19 @@ class RedisBroker(Broker):
         self._watchers: dict[str, set[asyncio.Event]] = {}
         self._background: list[asyncio.Task[None]] = []
         self._registered_queues = False
+        self.loops = LoopHealth()
 
     # -- lifecycle ---------------------------------------------------------------------------------
     async def start(self) -> None:
+        # also from API processes: a cluster whose workers all died still ends their jobs
+        cleanup = run_forever(self.loops, "abandoned-job cleanup", self._clean_up, CLEANUP_INTERVAL_S)
         self._background = [
             asyncio.create_task(self._listen(), name="fasttask-redis-events"),
-            asyncio.create_task(self._clean_up_periodically(), name="fasttask-redis-cleanup"),
+            asyncio.create_task(cleanup, name="fasttask-redis-cleanup"),
         ]
+        if self._store is not None:  # its own loop: storage being away must not stop the cleanup of jobs
+            sweep = run_forever(self.loops, "storage sweep", self._sweep_storage, CLEANUP_INTERVAL_S)
+            self._background.append(asyncio.create_task(sweep, name="fasttask-storage-sweep"))
 
     async def close(self) -> None:
         for task in self._background:
@@ -306,41 +313,47 @@ class RedisBroker(Broker):
 
     async def _listen(self) -> None:
         """Wake local waiters when a job changes; reconnect with backoff when Redis goes away."""
-        backoff = 0.1
+        name = "job events subscription"
+        self.loops.register(name)
+        backoff = Backoff(0.1, 5.0)
         while True:
             pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(layout.EVENTS_CHANNEL)
-                backoff = 0.1
+                backoff.reset()
+                self.loops.succeeded(name)
                 self._wake_all()  # anything that changed while we were away
                 async for message in pubsub.listen():
-                    watchers = self._watchers.get(message["data"].decode())
-                    if watchers:
-                        for event in watchers:
-                            event.set()
+                    self._wake(message.get("data"))
             except asyncio.CancelledError:
                 await _close(pubsub)
                 raise
-            except (RedisError, OSError) as exc:
-                logger.warning("Redis event subscription lost (%s); retrying in %.1f s", exc, backoff)
-            with contextlib.suppress(RedisError, OSError):
+            except Exception as exc:  # whatever ended the subscription, it is made again
+                delay = backoff.next_delay()
+                self.loops.failed(name, exc, delay)
+            else:
+                delay = backoff.next_delay()
+            with contextlib.suppress(Exception):
                 await _close(pubsub)
             self._wake_all()
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 5.0)
+            await asyncio.sleep(delay)
 
-    async def _clean_up_periodically(self) -> None:
-        """Also from API processes: a cluster whose workers all died still ends their jobs."""
+    def _wake(self, data: Any) -> None:
+        """A job id was published: wake whoever waits on it here (anything else on the channel is ignored)."""
+        job_id = data.decode(errors="replace") if isinstance(data, bytes) else str(data)
+        watchers = self._watchers.get(job_id)
+        if watchers:
+            for event in watchers:
+                event.set()
+
+    async def _clean_up(self) -> object:
         owner = f"api-{os.getpid()}"
-        while True:
-            await asyncio.sleep(CLEANUP_INTERVAL_S)
-            try:
-                await asyncio.to_thread(
-                    clean_up_abandoned, self._rq_connection, self._queues.values(), owner, self._abandoned_callback()
-                )
-                await asyncio.to_thread(sweep_storage, self._rq_connection, self._store, owner)
-            except (RedisError, OSError) as exc:
-                logger.warning("cleanup of abandoned jobs skipped: %s", exc)
+        return await asyncio.to_thread(
+            clean_up_abandoned, self._rq_connection, self._queues.values(), owner, self._abandoned_callback()
+        )
+
+    async def _sweep_storage(self) -> object:
+        return await asyncio.to_thread(sweep_storage, self._rq_connection, self._store, f"api-{os.getpid()}")
 
     def _abandoned_callback(self) -> Any:
         """Counts and logs, on the event loop, the jobs RQ's cleanup (run in a thread) failed."""

@@ -11,6 +11,7 @@ from .main import Worker, default_worker_name
 
 if TYPE_CHECKING:
     from ..app import FastTaskAPI
+    from ..loops import LoopHealth
     from ..metrics import JobMetrics
 
 __all__ = ["Worker", "execute", "run_worker_process"]
@@ -24,6 +25,7 @@ def run_worker_process(
     name: str | None = None,
     concurrency: int | None = None,
     metrics: JobMetrics | None = None,
+    loops: LoopHealth | None = None,
 ) -> int:
     """Work in this process until SIGTERM/SIGINT: one job at a time, or `concurrency` (FTAPI_CONCURRENCY).
 
@@ -34,7 +36,7 @@ def run_worker_process(
     """
     lanes = concurrency or app.settings.concurrency or 1
     if lanes == 1:
-        return Worker(app, redis_url, endpoints, grace_s, name=name, metrics=metrics).run()
+        return Worker(app, redis_url, endpoints, grace_s, name=name, metrics=metrics, loops=loops).run()
     base = name or default_worker_name()
     workers = [
         Worker(
@@ -46,6 +48,8 @@ def run_worker_process(
             owns_process=True,
             name=f"{base}-{lane}",
             metrics=metrics,
+            loops=loops,
+            lane=lane,
         )
         for lane in range(lanes)
     ]

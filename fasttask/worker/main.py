@@ -35,6 +35,7 @@ from ..execution import error_info, run_async, run_sync
 from ..files import MediaFile, close_files
 from ..jobs import JobRecord, JobStatus, utcnow
 from ..logs import job_log, log_job
+from ..loops import LoopHealth
 from ..metrics import JobMetrics
 from ..progress import JobProgress
 from ..redis_records import encode_exception_text, encode_result, parse_rq_timestamp, rq_timestamp
@@ -59,6 +60,33 @@ IDLE_POLL_S = 1.0
 """An idle worker wakes on a queued-job notification, and at least this often in case one was missed."""
 
 
+class JobTally:
+    """RQ's worker counters (`rq info`, rq-dashboard and rq-exporter show them), kept here and written with
+    each heartbeat: no command per job, and a record Redis lost gets its totals back."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.successful = 0
+        self.failed = 0
+        self.working_s = 0.0
+
+    def add(self, succeeded: bool, ran_s: float) -> None:
+        with self._lock:
+            if succeeded:
+                self.successful += 1
+            else:
+                self.failed += 1
+            self.working_s += max(0.0, ran_s)
+
+    def rq_fields(self) -> dict[Any, str]:  # Any: redis-py types its keys as a union a str key is not
+        with self._lock:
+            return {
+                "successful_job_count": str(self.successful),
+                "failed_job_count": str(self.failed),
+                "total_working_time": repr(self.working_s),
+            }
+
+
 def default_worker_name() -> str:
     """Host, pid and a random part: unique per process, and readable in `rq info`."""
     return f"fasttask-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
@@ -77,6 +105,8 @@ class Worker:
         name: str | None = None,
         owns_process: bool | None = None,
         metrics: JobMetrics | None = None,
+        loops: LoopHealth | None = None,
+        lane: int | None = None,
     ) -> None:
         unknown = [path for path in endpoints or () if path not in app.tasks]
         if unknown:
@@ -102,6 +132,10 @@ class Worker:
         self._requeue_script = self.redis.register_script(scripts.REQUEUE)
         self._install_signals = install_signals
         self.metrics = metrics
+        self.loops = loops if loops is not None else LoopHealth()
+        """This worker's background loops (heartbeat, cleanup, sweep, subscription) and how they go."""
+        self.loop_label = f" (lane {lane})" if lane is not None else ""
+        self.tally = JobTally()
         self._owns_process = install_signals if owns_process is None else owns_process
         self._stopping = threading.Event()
         self._doorbell = threading.Event()
@@ -330,13 +364,15 @@ class Worker:
         """Count and log a job this worker ended (not one whose end a cancel or the cleanup took first)."""
         final = JobStatus(status)
         ran_s = (now - claimed.started_at).total_seconds()
+        self.tally.add(final is JobStatus.FINISHED, ran_s)
         if self.metrics is not None:
             self.metrics.ended(claimed.task.path, final, ran_s)
         if job_log.isEnabledFor(logging.INFO):
             log_job(JobRecord(claimed.job_id, claimed.task.path, final), final.value, ran_s)
 
     def _requeue(self, claimed: Claimed, count_failure: bool) -> None:
-        self._requeue_script(
+        now = utcnow()
+        requeued = self._requeue_script(
             keys=[
                 layout.job_key(claimed.job_id),
                 layout.started_registry_key(claimed.queue),
@@ -346,10 +382,12 @@ class Worker:
                 claimed.member,
                 claimed.job_id,
                 layout.queued_channel(claimed.queue),
-                rq_timestamp(utcnow()),
+                rq_timestamp(now),
                 "1" if count_failure else "0",
             ],
         )
+        if requeued and count_failure:  # RQ counts every failed attempt, retried or not
+            self.tally.add(False, (now - claimed.started_at).total_seconds())
 
     def _mark_timed_out(self, job_id: str) -> None:
         """Called by the guard at the job's deadline, while the task may still run."""

@@ -7,16 +7,18 @@ import json
 import logging
 import threading
 import time
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import RedisError
-from rq import Queue
+from rq import Queue, worker_registration
 from rq import Worker as RQWorker
 from rq.serializers import JSONSerializer
 
 from .. import redis_layout as layout
 from ..jobs import JobRecord, JobStatus
 from ..logs import job_log, log_job
+from ..loops import Backoff, run_round
 from ..redis_cleanup import CLEANUP_INTERVAL_S, clean_up_abandoned, sweep_storage
 
 if TYPE_CHECKING:
@@ -33,18 +35,31 @@ WORKER_TTL_S = 30
 
 
 class Presence:
-    """Two threads: one keeps the worker's records alive, one listens for commands and new jobs."""
+    """Three threads: one keeps the worker's records and leases alive, one cleans up after lost workers
+    and expired files, one listens for commands and new jobs. None of them ends before the worker does:
+    a failed round is logged, shown in the worker's loop health, and tried again with backoff."""
 
     def __init__(self, worker: Worker) -> None:
         self.worker = worker
+        self.loops = worker.loops
+        label = worker.loop_label
+        self.heartbeat_loop = f"heartbeat{label}"
+        self.cleanup_loop = f"abandoned-job cleanup{label}"
+        self.sweep_loop = f"storage sweep{label}"
+        self.listener_loop = f"command subscription{label}"
         connection = worker.redis
         queues = [Queue(name, connection=connection, serializer=JSONSerializer) for name in worker.queues]
         self.rq_worker = RQWorker(queues, connection=connection, name=worker.name, serializer=JSONSerializer)
         self._closed = threading.Event()
         self._threads = [
             threading.Thread(target=self._keep_alive, name="fasttask-heartbeat", daemon=True),
+            threading.Thread(target=self._maintain, name="fasttask-cleanup", daemon=True),
             threading.Thread(target=self._listen, name="fasttask-listener", daemon=True),
         ]
+        for name in (self.heartbeat_loop, self.cleanup_loop, self.listener_loop):
+            self.loops.register(name)
+        if worker.store is not None:
+            self.loops.register(self.sweep_loop)
         self._registered = False
         self._beat_job: str | None = None
 
@@ -61,40 +76,75 @@ class Presence:
             if thread is not threading.current_thread():
                 thread.join(5)
         try:
+            self.worker.redis.hset(layout.worker_key(self.worker.name), mapping=self.worker.tally.rq_fields())
             self.rq_worker.register_death()
-        except RedisError as exc:
+        except (RedisError, OSError) as exc:
             logger.warning("could not deregister worker %s: %s", self.worker.name, exc)
 
     def _register(self) -> None:
         try:
-            self.rq_worker.register_birth()
-            self.rq_worker.set_state("idle")
-            self.worker.redis.expire(layout.worker_key(self.worker.name), WORKER_TTL_S)
-            self._registered = True
+            self._announce()
         except (RedisError, OSError) as exc:
             logger.warning("could not register worker %s yet: %s", self.worker.name, exc)
 
+    def _announce(self) -> None:
+        """Register as an RQ worker, or again after Redis came back."""
+        connection = self.worker.redis
+        key = layout.worker_key(self.worker.name)
+        kind = connection.type(key)
+        if kind not in (b"hash", "hash", b"none", "none"):  # not a worker record: made again
+            logger.error("the record %s of this worker was a %r, not a hash; made it again", key, kind)
+            connection.delete(key)
+        elif kind in (b"hash", "hash") and not connection.hexists(key, "death"):
+            # Our own record (names are unique per process), kept across a Redis restart by its AOF: RQ's
+            # register_birth would refuse it as "an active worker named ... already". Keep it, with its
+            # job counters, and join the worker sets again.
+            pipe = connection.pipeline(transaction=False)
+            worker_registration.register(self.rq_worker, pipe)
+            pipe.expire(key, WORKER_TTL_S)
+            pipe.execute()
+        else:
+            self.rq_worker.register_birth()
+            self.rq_worker.set_state("idle")
+            connection.expire(key, WORKER_TTL_S)
+        self._registered = True
+
     def _keep_alive(self) -> None:
         next_beat = 0.0
-        next_cleanup = time.monotonic() + CLEANUP_INTERVAL_S
+        backoff = Backoff(0.5, HEARTBEAT_S)
         while not self._closed.wait(TICK_S):
             claimed = self.worker.pending_progress_job()
-            if claimed is not None:
-                self.worker.io.flush_progress(claimed)
+            if claimed is not None:  # the last report of a burst, which the task itself did not write
+                run_round(self.loops, self.heartbeat_loop, partial(self.worker.io.flush_progress, claimed), backoff)
             now = time.monotonic()
-            try:
-                if now >= next_beat:
-                    next_beat = now + HEARTBEAT_S
-                    self._beat()
-                elif self.worker.current_job_id() != self._beat_job:
-                    self._show_job()  # `current_job` and `state` follow the job in hand within a tick
-                if now >= next_cleanup:
-                    next_cleanup = now + CLEANUP_INTERVAL_S
-                    self._clean_up()
-            except (RedisError, OSError) as exc:
-                logger.warning("heartbeat failed: %s", exc)
-                self._registered = False
-                next_beat = now + 1.0
+            if now >= next_beat:
+                retry_in = run_round(self.loops, self.heartbeat_loop, self._beat, backoff)
+                next_beat = now + (HEARTBEAT_S if retry_in is None else retry_in)
+                if retry_in is not None:
+                    self._registered = False  # Redis may have restarted without our record: check at the next beat
+            elif self.worker.current_job_id() != self._beat_job:
+                # `current_job` and `state` follow the job in hand within a tick
+                retry_in = run_round(self.loops, self.heartbeat_loop, self._show_job, backoff)
+                if retry_in is not None:
+                    next_beat = now + retry_in
+
+    def _maintain(self) -> None:
+        """RQ's cleanup of lost workers' jobs and the storage sweep, each with its own backoff: storage
+        being away never stops the cleanup, and neither can delay the heartbeat's lease renewal."""
+        cleanup_backoff = Backoff(0.5, CLEANUP_INTERVAL_S)
+        sweep_backoff = Backoff(0.5, CLEANUP_INTERVAL_S)
+        next_cleanup = next_sweep = time.monotonic() + CLEANUP_INTERVAL_S
+        while not self._closed.wait(max(0.0, min(next_cleanup, next_sweep) - time.monotonic())):
+            now = time.monotonic()
+            if now >= next_cleanup:
+                retry_in = run_round(self.loops, self.cleanup_loop, self._clean_up, cleanup_backoff)
+                next_cleanup = time.monotonic() + (CLEANUP_INTERVAL_S if retry_in is None else retry_in)
+            if now >= next_sweep:
+                if self.worker.store is None:
+                    next_sweep = float("inf")
+                    continue
+                retry_in = run_round(self.loops, self.sweep_loop, self._sweep, sweep_backoff)
+                next_sweep = time.monotonic() + (CLEANUP_INTERVAL_S if retry_in is None else retry_in)
 
     def _beat(self) -> None:
         worker = self.worker
@@ -102,9 +152,10 @@ class Presence:
         self._beat_job = current.job_id if current is not None else None
         key = layout.worker_key(worker.name)
         if not self._registered or not worker.redis.exists(key):
-            self._register()  # after a Redis restart, or when Redis was away longer than the TTL
+            self._announce()  # after a Redis restart, or when Redis was away longer than the TTL
         pipe = worker.redis.pipeline(transaction=False)
         pipe.hset(key, mapping={"last_heartbeat": _rq_now(), "state": "busy" if current else "idle"})
+        pipe.hset(key, mapping=worker.tally.rq_fields())
         if current is not None:  # RQ's field for the job a worker runs (`rq info`, rq-dashboard, /dashboard)
             pipe.hset(key, "current_job", current.job_id)
         else:
@@ -130,10 +181,14 @@ class Presence:
             pipe.hdel(key, "current_job")
             pipe.execute()
 
-    def _clean_up(self) -> None:
-        if clean_up_abandoned(self.worker.redis, self.worker.queues, self.worker.name, self._abandoned):
+    def _clean_up(self) -> object:
+        outcome = clean_up_abandoned(self.worker.redis, self.worker.queues, self.worker.name, self._abandoned)
+        if outcome is True:
             self.worker.ring()
-        sweep_storage(self.worker.redis, self.worker.store, self.worker.name)
+        return outcome
+
+    def _sweep(self) -> object:
+        return sweep_storage(self.worker.redis, self.worker.store, self.worker.name)
 
     def _abandoned(self, queue: str, job_id: str) -> None:
         """A job RQ's cleanup failed here (its worker was lost): count and log it."""
@@ -153,13 +208,14 @@ class Presence:
         """
         worker = self.worker
         doorbells = [layout.queued_channel(name) for name in worker.queues]
-        backoff = 0.1
+        backoff = Backoff(0.1, 5.0)
         while not self._closed.is_set():
             pubsub = worker.redis.pubsub(ignore_subscribe_messages=True)
             listening = False
             try:
                 pubsub.subscribe(layout.worker_command_channel(worker.name))
-                backoff = 0.1
+                backoff.reset()
+                self.loops.succeeded(self.listener_loop)
                 while not self._closed.is_set():
                     idle = worker.waiting_for_work.is_set()
                     if idle and not listening:
@@ -171,22 +227,27 @@ class Presence:
                     message = pubsub.get_message(timeout=LISTEN_TICK_S)
                     if message is not None:
                         self._handle(message)
-            except (RedisError, OSError) as exc:
-                logger.warning("command subscription lost (%s); retrying in %.1f s", exc, backoff)
-                self._closed.wait(backoff)
-                backoff = min(backoff * 2, 5.0)
+            except Exception as exc:  # whatever ended the subscription, it is made again
+                delay = backoff.next_delay()
+                self.loops.failed(self.listener_loop, exc, delay)
+                worker.ring()  # a job queued while we were away would otherwise wait for the idle poll
+                self._closed.wait(delay)
             finally:
-                with contextlib.suppress(RedisError, OSError):
+                with contextlib.suppress(Exception):
                     pubsub.close()
 
     def _handle(self, message: dict[str, Any]) -> None:
-        channel = message["channel"].decode()
-        if channel.startswith("fasttask:queued:"):
+        channel = message["channel"]
+        if isinstance(channel, bytes) and channel.startswith(b"fasttask:queued:"):
             self.worker.ring()
             return
         try:
             command = json.loads(message["data"])
-        except ValueError:
+        except (ValueError, TypeError):
+            logger.warning("ignored a command that is not JSON on %r", channel)
+            return
+        if not isinstance(command, dict):
+            logger.warning("ignored a command that is not a JSON object on %r", channel)
             return
         if command.get("command") == "stop-job" and command.get("job_id"):
             self.worker.request_stop(str(command["job_id"]))
