@@ -91,8 +91,10 @@ class LoopHealth:
             if state.failing_since is None:
                 state.failing_since = time.time()
             first = state.consecutive_failures == 1
-        # the traceback once per run of failures: enough to find a bug, without a flood while Redis is away
-        logger.warning("%s failed (%s); retrying in %.1f s", name, error, retry_in_s, exc_info=exc if first else None)
+        # the traceback once per run of failures, and only for the unexpected: enough to find a bug, without
+        # a flood while Redis or storage is away
+        trace = exc if first and not _unreachable(exc) else None
+        logger.warning("%s failed (%s); retrying in %.1f s", name, error, retry_in_s, exc_info=trace)
 
     def snapshot(self) -> dict[str, dict[str, Any]]:
         with self._lock:
@@ -111,6 +113,14 @@ class LoopHealth:
             up.add_metric([state.name], 1.0 if state.ok else 0.0)
             failures.add_metric([state.name], state.failures_total)
         yield from (up, failures)
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """Something this process talks to is away (Redis, storage): the message says all there is to say."""
+    from .errors import BackendUnavailable
+
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    return isinstance(exc, (BackendUnavailable, OSError)) or bool(names & {"ConnectionError", "TimeoutError"})
 
 
 class Backoff:

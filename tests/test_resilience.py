@@ -233,13 +233,21 @@ def test_a_worker_stays_registered_and_keeps_its_leases_after_a_redis_restart(cl
         return any(queue["endpoint"] == "/sleep" and queue["workers"] for queue in queues["queues"])
 
     wait_until(listed, 15, "the worker to be listed again")
+
+    def api_loops_ok() -> bool:
+        loops = httpx.get(f"{url}/ready").json()["loops"]
+        return all(loop["ok"] for loop in loops.values()) and "job events subscription" in loops
+
+    wait_until(api_loops_ok, 15, "the API's loops to work again")
     # longer than the 20 s lease: only a live heartbeat keeps the job from being taken for abandoned
     job = submit(url, "/sleep", key="long", seconds=40)
     done = final(url, job["id"], timeout_s=120)
     assert done["status"] == "finished", done
     assert _runs(cluster, "sleep:long") == 1
     assert worker.poll() is None
-    assert "There exists an active worker" not in cluster.log("worker-1")
+    log = cluster.log("worker-1")
+    assert "There exists an active worker" not in log
+    assert "works again after" in log  # Redis coming back is logged, not only its going away
 
 
 def test_storage_down_stops_neither_heartbeats_nor_the_recovery_of_lost_jobs(cluster: Cluster) -> None:

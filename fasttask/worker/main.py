@@ -424,7 +424,7 @@ class Worker:
         tried = 0
         while True:
             try:
-                return step()
+                result = step()
             except (RedisError, OSError) as exc:
                 tried += 1
                 if attempts is not None and tried >= attempts:
@@ -435,3 +435,7 @@ class Worker:
                 logger.warning("Redis unreachable (%s); retrying in %.1f s", exc, backoff)
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
+                continue
+            if tried:
+                logger.warning("Redis is reachable again, after %d failed attempt(s)", tried)
+            return result
