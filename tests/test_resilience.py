@@ -7,6 +7,7 @@ import asyncio
 import logging
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -318,3 +319,25 @@ def test_a_worker_keeps_rqs_job_counters(
     assert fields[b"successful_job_count"] == b"2"
     assert fields[b"failed_job_count"] == b"1"
     assert float(fields[b"total_working_time"]) > 0
+
+
+def test_the_job_guard_goes_on_when_interrupting_a_task_fails(caplog: pytest.LogCaptureFixture) -> None:
+    from fasttask.worker.guard import Guard, Watch
+
+    replaced = threading.Event()
+
+    def broken_interrupt() -> None:
+        raise RuntimeError("the thread to interrupt is gone")
+
+    guard = Guard(lambda _id: None, lambda _id: None, lambda _id: replaced.set(), stuck_after_s=0.2)
+    guard.start()
+    try:
+        with caplog.at_level(logging.ERROR, logger="fasttask.worker"):
+            guard.watch(Watch("job-1", time.monotonic(), threading.Event(), broken_interrupt))
+            # timeout at once, asked, interrupt raises; the guard still escalates to replacing the process
+            assert replaced.wait(10)
+        assert guard.is_alive()
+        assert any("the guard goes on" in record.getMessage() for record in caplog.records)
+    finally:
+        guard.close()
+        guard.join(5)

@@ -95,28 +95,33 @@ class Guard(threading.Thread):
         with self._lock:
             while not self._closed:
                 self._lock.wait(self._next_check())
-                watch = self._watch
-                if watch is None:
-                    continue
-                now = time.monotonic()
-                if watch.reason is None and watch.deadline is not None and now >= watch.deadline:
-                    self._ask(watch, "timeout")
-                    self._call_unlocked(self._on_timeout, watch.job_id)
-                if watch.reason is None and self._shutdown_deadline is not None and now >= self._shutdown_deadline:
-                    self._ask(watch, "shutdown")
-                    self._call_unlocked(self._on_shutdown_deadline, watch.job_id)
-                if watch.done.is_set() or watch.asked_at is None:
-                    continue
-                # the task gets a moment to notice at its next set_status (JobCancelled) before it is interrupted
-                if watch.interrupted_at is None and now >= watch.asked_at + ASK_FIRST_S:
-                    watch.interrupted_at = now
-                    watch.interrupt()
-                elif watch.interrupted_at is not None and now >= watch.interrupted_at + self._stuck_after_s:
-                    logger.error(
-                        "job %s ignores being stopped (%s); replacing this process", watch.job_id, watch.reason
-                    )
-                    self._call_unlocked(self._replace_process, watch.job_id)
-                    watch.interrupted_at = now  # if replacing is not possible here, try again later
+                try:
+                    self._check()
+                except Exception:  # the guard must outlive any failure: without it no job is ever stopped
+                    logger.exception("checking the job in hand failed; the guard goes on")
+
+    def _check(self) -> None:
+        """One look at the job in hand (with the lock held): deadlines, then asking, interrupting, replacing."""
+        watch = self._watch
+        if watch is None:
+            return
+        now = time.monotonic()
+        if watch.reason is None and watch.deadline is not None and now >= watch.deadline:
+            self._ask(watch, "timeout")
+            self._call_unlocked(self._on_timeout, watch.job_id)
+        if watch.reason is None and self._shutdown_deadline is not None and now >= self._shutdown_deadline:
+            self._ask(watch, "shutdown")
+            self._call_unlocked(self._on_shutdown_deadline, watch.job_id)
+        if watch.done.is_set() or watch.asked_at is None:
+            return
+        # the task gets a moment to notice at its next set_status (JobCancelled) before it is interrupted
+        if watch.interrupted_at is None and now >= watch.asked_at + ASK_FIRST_S:
+            watch.interrupted_at = now
+            watch.interrupt()
+        elif watch.interrupted_at is not None and now >= watch.interrupted_at + self._stuck_after_s:
+            logger.error("job %s ignores being stopped (%s); replacing this process", watch.job_id, watch.reason)
+            self._call_unlocked(self._replace_process, watch.job_id)
+            watch.interrupted_at = now  # if replacing is not possible here, try again later
 
     def _ask(self, watch: Watch, reason: str) -> None:
         watch.reason = reason
