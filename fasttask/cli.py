@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from ._version import __version__
 from .app import FastTaskAPI
 from .client.cli import add_call_command
-from .errors import ConfigError
+from .errors import ConfigError, MissingExtra
 from .logs import configure_worker_logging
 
 
@@ -122,6 +122,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.handler(args))
     except ConfigError as exc:
         print(f"fasttask: {exc.detail}", file=sys.stderr)
+        return 2
+    except MissingExtra as exc:  # a setting asks for an optional dependency that is not installed
+        print(f"fasttask: {exc}", file=sys.stderr)
         return 2
 
 

@@ -19,16 +19,21 @@ BLOCKER = textwrap.dedent(
     import sys
 
     class NotInstalled:
-        '''Behaves as if redis-py and RQ were not installed.'''
+        '''Behaves as if these packages were not installed.'''
 
         def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in ("redis", "rq"):
+            if name.split(".")[0] in BLOCKED:
                 raise ModuleNotFoundError(f"No module named {name!r}", name=name)
             return None
 
     sys.meta_path.insert(0, NotInstalled())
     """
 )
+
+
+def block_imports(directory: Path, *packages: str) -> None:
+    """A sitecustomize in `directory` (put on PYTHONPATH) that makes importing `packages` fail."""
+    (directory / "sitecustomize.py").write_text(f"BLOCKED = {packages!r}\n{BLOCKER}")
 
 
 def fasttask(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -47,7 +52,7 @@ def fasttask(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.Completed
 
 @pytest.mark.parametrize("command", ["serve", "worker"])
 def test_the_redis_queue_without_the_redis_extra_refuses_to_start(command: str, tmp_path: Path) -> None:
-    (tmp_path / "sitecustomize.py").write_text(BLOCKER)
+    block_imports(tmp_path, "redis", "rq")
     env = {
         "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT), str(ROOT / "examples")]),
         "FTAPI_REDIS_URL": "redis://127.0.0.1:1/0",  # never reached: the process stops before
@@ -60,6 +65,18 @@ def test_the_redis_queue_without_the_redis_extra_refuses_to_start(command: str, 
     assert run.returncode == 2, run.stdout + run.stderr
     assert "FTAPI_REDIS_URL" in run.stderr and "pip install 'fasttask[redis]'" in run.stderr, run.stderr
     assert "Traceback" not in run.stderr
+
+
+def test_storage_without_the_s3_extra_refuses_to_start(tmp_path: Path, redis_url: str) -> None:
+    block_imports(tmp_path, "boto3", "botocore")
+    env = {
+        "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT), str(ROOT / "examples")]),
+        "FTAPI_REDIS_URL": redis_url,
+        "FTAPI_S3_BUCKET": "never-reached",
+    }
+    run = fasttask("serve", "fries:app", cwd=tmp_path, env=env)
+    assert run.returncode == 2, run.stdout + run.stderr
+    assert run.stderr == "fasttask: FTAPI_S3_BUCKET needs boto3: pip install 'fasttask[s3]'\n"
 
 
 @pytest.mark.parametrize(
