@@ -22,6 +22,7 @@ from fastapi.testclient import TestClient
 from fasttask import FastTaskAPI, Settings
 from fasttask.logs import MASK, JsonFormatter, MaskingFormatter, Redactor, formatter, log_job_error
 
+from .apps import make_app
 from .conftest import free_port
 from .observability_app import build
 
@@ -155,6 +156,57 @@ def test_a_botocore_debug_log_against_s3_holds_no_credential(kind: str, s3_endpo
         assert secret.replace("/", "%2F").replace("+", "%2B").replace("=", "%3D") not in log, name
     if kind == "json":
         assert all(json.loads(line) for line in run.stdout.splitlines())
+
+
+def test_a_worker_at_debug_level_with_storage_logs_no_credential(
+    redis_url: str,
+    s3_endpoint: str,
+    client_for: Callable[[FastTaskAPI], TestClient],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """`fasttask worker --log-level debug` moving a file through the bucket: botocore logs every request."""
+    import boto3
+
+    secrets = {
+        "AWS_ACCESS_KEY_ID": "AKIA" + os.urandom(8).hex().upper(),
+        "AWS_SECRET_ACCESS_KEY": new_secret("sk+/"),
+        "AWS_SESSION_TOKEN": new_secret("tok/+=") * 4,
+    }
+    for name, value in {**secrets, "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(name, value)
+    bucket = f"logs-{os.urandom(4).hex()}"
+    boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket=bucket)
+    storage = {"s3_bucket": bucket, "s3_endpoint_url": s3_endpoint, "s3_inline_kb": 1}
+    client = client_for(make_app(queue="redis", redis_url=redis_url, **storage))
+    log = tmp_path / "worker.log"
+    env = {
+        **os.environ,
+        "FTAPI_REDIS_URL": redis_url,
+        "FTAPI_S3_BUCKET": bucket,
+        "FTAPI_S3_ENDPOINT_URL": s3_endpoint,
+        "FTAPI_S3_INLINE_KB": "1",
+        "PYTHONPATH": str(ROOT),
+    }
+    command = ["fasttask", "worker", "tests.cluster_app:app", "--endpoints", "/echo_file", "--log-level", "debug"]
+    with log.open("wb") as out:
+        worker = subprocess.Popen([sys.executable, "-m", *command], env=env, cwd=ROOT, stdout=out, stderr=out)
+    try:
+        content = os.urandom(50_000)
+        job = client.post("/echo_file", files={"file": ("big.bin", content, "application/x-test")}).json()
+        final = client.get(f"/jobs/{job['id']}", params={"wait": 30}).json()
+        assert final["status"] == "finished", final
+        assert client.get(final["result"]["url"]).content == content
+    finally:
+        worker.terminate()
+        worker.wait(15)
+    text = log.read_text()
+    # botocore's request lines are there, with the credentials' places masked
+    assert "botocore.endpoint Sending http request" in text
+    assert f"'X-Amz-Security-Token': b'{MASK}'" in text and f"'Authorization': b'{MASK}'" in text
+    for name, secret in secrets.items():
+        assert secret not in text, name
+        assert secret.replace("/", "%2F").replace("+", "%2B").replace("=", "%3D") not in text, name
 
 
 # -- a failed job says why --------------------------------------------------------------------------------------
