@@ -38,7 +38,16 @@ FIELDS = ("job_id", "endpoint", "status", "duration_ms", "error_type")
 MASK = "***"
 MIN_SECRET_CHARS = 8
 """Known secrets at least this long are masked wherever they appear; shorter ones only where secrets travel."""
-SECRET_ENV = ("FTAPI_API_KEY", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ACCESS_KEY_ID")
+SECRET_ENV = (
+    "FTAPI_API_KEY",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_ACCESS_KEY_ID",
+    "BUCKET_ACCESS_KEY_ID",  # runpod's bucket variables
+    "BUCKET_SECRET_ACCESS_KEY",
+    "RUNPOD_AI_API_KEY",  # what runpod gives its workers
+    "RUNPOD_API_KEY",
+)
 _QUOTE = r"(?:\\?['\"])?"  # an optional quote, JSON-escaped or not
 _SECRET_PLACES = (
     # query parameters: ?api_key=..., &X-Amz-Credential=..., &X-Amz-Signature=..., &token=...
@@ -151,7 +160,7 @@ class JsonFormatter(logging.Formatter):
 
 
 def secrets_of(settings: Settings) -> list[str | None]:
-    """What must never be logged: the API key, storage credentials, and the Redis URL's password."""
+    """What must never be logged: the API key, storage and runpod credentials, and the Redis URL's password."""
     values: list[str | None] = [settings.api_key, *(os.environ.get(name) for name in SECRET_ENV)]
     if settings.redis_url:
         values.append(urlsplit(settings.redis_url).password)
