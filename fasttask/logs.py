@@ -49,20 +49,31 @@ SECRET_ENV = (
     "RUNPOD_API_KEY",
 )
 _QUOTE = r"(?:\\?['\"])?"  # an optional quote, JSON-escaped or not
-_SECRET_PLACES = (
+_SECRET_PLACES: tuple[tuple[tuple[str, ...], re.Pattern[str]], ...] = (
+    # (what a lower-cased line must hold for the pattern to be worth running, the pattern)
     # query parameters: ?api_key=..., &X-Amz-Credential=..., &X-Amz-Signature=..., &token=...
-    re.compile(
-        r"(?i)([?&](?:[a-z0-9_.-]*(?:key|token|secret|password|passwd|signature|credential)[a-z0-9_.-]*)=)"
-        r"[^&#\s'\"\\]*"
+    (
+        ("=",),
+        re.compile(
+            r"(?i)([?&](?:[a-z0-9_.-]*(?:key|token|secret|password|passwd|signature|credential)[a-z0-9_.-]*)=)"
+            r"[^&#\s'\"\\]*"
+        ),
     ),
     # headers, as text (`Authorization: Bearer x`) or as a repr (`'X-Amz-Security-Token': b'x'`)
-    re.compile(r"(?i)((?:proxy-)?authorization" + _QUOTE + r"\s*[:=]\s*b?" + _QUOTE + r")[^'\"\\\r\n]+"),
-    re.compile(r"(?i)((?:x-api-key|x-amz-security-token)" + _QUOTE + r"\s*[:=]\s*b?" + _QUOTE + r")[^'\"\\\s,;&]+"),
+    (
+        ("authorization",),
+        re.compile(r"(?i)((?:proxy-)?authorization" + _QUOTE + r"\s*[:=]\s*b?" + _QUOTE + r")[^'\"\\\r\n]+"),
+    ),
+    (
+        ("x-api-key", "x-amz-security-token"),
+        re.compile(r"(?i)((?:x-api-key|x-amz-security-token)" + _QUOTE + r"\s*[:=]\s*b?" + _QUOTE + r")[^'\"\\\s,;&]+"),
+    ),
     # SigV4's access key id outside a header (`Credential=AKIA.../20260101/...`)
-    re.compile(r"(?i)(\bcredential=)[^/,\s'\"\\&]+"),
+    (("credential=",), re.compile(r"(?i)(\bcredential=)[^/,\s'\"\\&]+")),
     # a URL's password: redis://user:password@host
-    re.compile(r"(?i)(\b[a-z][a-z0-9+.-]*://[^:/@\s'\"]*:)[^@/\s'\"]+(?=@)"),
+    (("@",), re.compile(r"(?i)(\b[a-z][a-z0-9+.-]*://[^:/@\s'\"]*:)[^@/\s'\"]+(?=@)")),
 )
+_MASKED = r"\1" + MASK
 _ACCESS_ARGS = 5  # uvicorn's access log: (client, method, path, http version, status code)
 
 
@@ -111,8 +122,12 @@ class Redactor:
         for secret in cls._secrets:
             if secret in text:
                 text = text.replace(secret, MASK)
-        for pattern in _SECRET_PLACES:
-            text = pattern.sub(r"\1" + MASK, text)
+        lowered = text.lower()
+        for needles, pattern in _SECRET_PLACES:
+            for needle in needles:
+                if needle in lowered:
+                    text = pattern.sub(_MASKED, text)
+                    break
         return text
 
 
