@@ -1,4 +1,4 @@
-"""API-key authentication (FTAPI_API_KEY): every route but the probes needs the key."""
+"""API-key authentication (FTAPI_API_KEY): every route but the probes needs the key, websockets included."""
 
 from __future__ import annotations
 
@@ -14,17 +14,28 @@ OPEN_PATHS = frozenset(
 files, which hold no data: the page asks for the key and sends it with each of its requests."""
 
 
+WEBSOCKET_POLICY_VIOLATION = 1008
+
+
 class ApiKeyMiddleware:
-    """Refuses requests without `Authorization: Bearer <key>` or `X-API-Key: <key>` with 401."""
+    """Refuses requests without `Authorization: Bearer <key>` or `X-API-Key: <key>` with 401, and closes a
+    websocket without the key before accepting it (the handshake is refused with 403)."""
 
     def __init__(self, app: ASGIApp, api_key: str) -> None:
         self.app = app
         self._key = api_key.encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in OPEN_PATHS or self._authorized(scope):
+        kind = scope["type"]
+        if kind == "lifespan" or (kind == "http" and scope["path"] in OPEN_PATHS) or self._authorized(scope):
             await self.app(scope, receive, send)
             return
+        if kind == "websocket":
+            await receive()  # websocket.connect
+            await send({"type": "websocket.close", "code": WEBSOCKET_POLICY_VIOLATION, "reason": "missing API key"})
+            return
+        if kind != "http":
+            raise RuntimeError(f"ApiKeyMiddleware does not serve ASGI {kind!r} scopes")
         body = json.dumps({"detail": "missing or wrong API key: send 'Authorization: Bearer <key>'"}).encode()
         await send(
             {
@@ -41,7 +52,7 @@ class ApiKeyMiddleware:
 
     def _authorized(self, scope: Scope) -> bool:
         presented = b""
-        for name, value in scope["headers"]:
+        for name, value in scope.get("headers", ()):
             if name == b"authorization" and value[:7].lower() == b"bearer ":
                 presented = value[7:].strip()
                 break

@@ -9,9 +9,10 @@ import os
 import sys
 from collections.abc import Sequence
 
+from ._version import __version__
 from .app import FastTaskAPI
 from .client.cli import add_call_command
-from .errors import ConfigError
+from .errors import ConfigError, MissingExtra
 from .logs import configure_worker_logging
 from .loops import LoopHealth
 
@@ -23,8 +24,19 @@ def load_app(target: str) -> FastTaskAPI:
         raise ConfigError(f"expected MODULE:APP, got {target!r}")
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
-    module = importlib.import_module(module_name)
-    app = getattr(module, attribute, None)
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        # only the target itself (or a package on its way) not being there is a usage error: a missing
+        # import inside the user's module keeps its traceback, which says where it is
+        if exc.name is None or not (module_name == exc.name or module_name.startswith(exc.name + ".")):
+            raise
+        raise ConfigError(
+            f"cannot load {target}: no module named {exc.name!r} in {os.getcwd()} or on PYTHONPATH"
+        ) from None
+    if not hasattr(module, attribute):
+        raise ConfigError(f"cannot load {target}: module {module_name!r} has no attribute {attribute!r}")
+    app = getattr(module, attribute)
     if not isinstance(app, FastTaskAPI):
         raise ConfigError(f"{target} is not a FastTaskAPI (found {type(app).__name__})")
     return app
@@ -36,6 +48,7 @@ def serve(args: argparse.Namespace) -> int:
     from .logs import uvicorn_log_config
 
     app = load_app(args.app)
+    app.asgi  # noqa: B018 - built now, so that what cannot work stops the process here, not every request
     host = args.host or app.settings.host
     port = args.port or app.settings.port
     # FTAPI_LOG_FORMAT=json: uvicorn's lines as JSON too, and a line per request (its access log)
@@ -73,6 +86,7 @@ def work(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fasttask", description="Serve and run fasttask apps.")
+    parser.add_argument("--version", action="version", version=f"fasttask {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     serve_cmd = commands.add_parser("serve", help="run an API process (uvicorn); the local queue runs jobs too")
     serve_cmd.add_argument("app", help="MODULE:APP, e.g. service:app")
@@ -110,6 +124,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.handler(args))
     except ConfigError as exc:
         print(f"fasttask: {exc.detail}", file=sys.stderr)
+        return 2
+    except MissingExtra as exc:  # a setting asks for an optional dependency that is not installed
+        print(f"fasttask: {exc}", file=sys.stderr)
         return 2
 
 

@@ -2,8 +2,9 @@
 
 Only http(s). Every hop (redirects included) is resolved here, every address it resolves to is
 checked, and the connection goes to the checked address (the host name still travels in `Host` and
-TLS SNI), so a DNS answer that changes between check and connect cannot slip past. Loopback, private,
-link-local, multicast, reserved and cloud metadata addresses are refused unless
+TLS SNI), so a DNS answer that changes between check and connect cannot slip past. Every address that
+is not global is refused (loopback, private, link-local, site-local, multicast, reserved, shared and cloud
+metadata addresses), also when an IPv6 address carries it (IPv4-mapped, 6to4, NAT64, Teredo), unless
 FTAPI_ALLOW_PRIVATE_URLS=1. The FTAPI_MAX_FILE_MB cap applies while the body streams in.
 """
 
@@ -36,10 +37,48 @@ class UrlRefused(InvalidInput):
     """Raised when a URL parameter points somewhere fasttask will not download from."""
 
 
+NON_GLOBAL_NETWORKS = tuple(
+    ipaddress.ip_network(n)
+    for n in (
+        "192.0.0.0/24",  # IETF protocol assignments
+        "192.88.99.0/24",  # the former 6to4 relay anycast
+        "198.18.0.0/15",  # benchmarking
+        "fec0::/10",  # site-local (deprecated, still routed inside some networks)
+        "64:ff9b:1::/48",  # local-use NAT64
+        "::/96",  # IPv4-compatible (deprecated)
+        "5f00::/16",  # SRv6 segment identifiers
+        "3fff::/20",  # documentation
+    )
+)
+"""Blocks that are not global whatever Python's `is_global` says in the running version."""
+SHARED = ipaddress.ip_network("100.64.0.0/10")
+"""Shared address space (carrier-grade NAT)."""
+NAT64 = ipaddress.ip_network("64:ff9b::/96")
+"""The well-known NAT64 prefix: its last 32 bits are the IPv4 address a NAT64 gateway connects to."""
+
+
+def embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address leads to: IPv4-mapped, 6to4, NAT64 and Teredo (its client) carry one."""
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if address in NAT64:
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    if address.teredo is not None:
+        return address.teredo[1]
+    return None
+
+
 def refusal(address: IPAddress) -> str | None:
-    """Why downloading from `address` is refused, or None when it is a public address."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return refusal(address.ipv4_mapped)
+    """Why downloading from `address` is refused, or None when it is a global (public) address. An IPv6
+    address that carries an IPv4 address is judged by both (NAT64 by the IPv4 address alone)."""
+    if isinstance(address, ipaddress.IPv6Address) and (inner := embedded_ipv4(address)) is not None:
+        reason = refusal(inner)
+        if reason is not None:
+            return f"{reason} inside an IPv6 address"
+        if address in NAT64:  # global by IANA's registry, though inside ::/8: it is where the IPv4 address is
+            return None
     if address in METADATA_ADDRESSES:
         return "a cloud metadata address"
     checks = (
@@ -53,8 +92,12 @@ def refusal(address: IPAddress) -> str | None:
     for attribute, reason in checks:
         if getattr(address, attribute):
             return reason
-    if isinstance(address, ipaddress.IPv4Address) and address in ipaddress.ip_network("100.64.0.0/10"):
+    if isinstance(address, ipaddress.IPv6Address) and address.is_site_local:
+        return "a site-local address"
+    if address in SHARED:
         return "a shared (carrier-grade NAT) address"
+    if not address.is_global or any(address in network for network in NON_GLOBAL_NETWORKS):
+        return "a non-global address"
     return None
 
 

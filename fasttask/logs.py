@@ -2,8 +2,16 @@
 
 Job state changes go to the `fasttask.jobs` logger with `job_id`, `endpoint`, `status` and (when a job
 ends) `duration_ms` as record attributes; the JSON formatter writes them as fields, the text one leaves
-them in the message. Every handler fasttask sets up, uvicorn's included, carries a filter that masks the
-API key, storage credentials and the Redis password wherever they would appear.
+them in the message. A job that fails is logged at ERROR with its error type, message and traceback.
+
+Secrets are masked on the finished line, at the handler, whatever the record held (arguments of any type,
+exception text, extra fields): every handler fasttask sets up, uvicorn's included, formats through
+`MaskingFormatter`. The rule: a known secret (the API key, storage credentials, the Redis password) of
+MIN_SECRET_CHARS characters or more is masked wherever it appears, also URL- and JSON-escaped; shorter
+values could be ordinary words, so they are not masked inside other text. Whatever its length, a value is
+masked where secrets travel: query parameters named like key, token, secret, password, signature or
+credential; Authorization, X-API-Key and X-Amz-Security-Token headers; `Credential=` of signed requests;
+the password of a URL.
 """
 
 from __future__ import annotations
@@ -17,21 +25,55 @@ import threading
 from collections.abc import Iterable
 from datetime import datetime, timezone
 from typing import Any, ClassVar
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from .jobs import JobRecord
 from .settings import Settings
 
 job_log = logging.getLogger("fasttask.jobs")
 
-FIELDS = ("job_id", "endpoint", "status", "duration_ms")
+FIELDS = ("job_id", "endpoint", "status", "duration_ms", "error_type")
 """Record attributes the JSON formatter writes as fields when a record has them."""
 
 MASK = "***"
-SECRET_ENV = ("FTAPI_API_KEY", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ACCESS_KEY_ID")
-_SECRET_QUERY = re.compile(
-    r"(?i)([?&](?:[a-z0-9_.-]*(?:key|token|secret|password|passwd|signature|credential)[a-z0-9_.-]*)=)[^&#\s]*"
+MIN_SECRET_CHARS = 8
+"""Known secrets at least this long are masked wherever they appear; shorter ones only where secrets travel."""
+SECRET_ENV = (
+    "FTAPI_API_KEY",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_ACCESS_KEY_ID",
+    "BUCKET_ACCESS_KEY_ID",  # runpod's bucket variables
+    "BUCKET_SECRET_ACCESS_KEY",
+    "RUNPOD_AI_API_KEY",  # what runpod gives its workers
+    "RUNPOD_API_KEY",
 )
+_QUOTE = r"(?:\\?['\"])?"  # an optional quote, JSON-escaped or not
+_SECRET_PLACES: tuple[tuple[tuple[str, ...], re.Pattern[str]], ...] = (
+    # (what a lower-cased line must hold for the pattern to be worth running, the pattern)
+    # query parameters: ?api_key=..., &X-Amz-Credential=..., &X-Amz-Signature=..., &token=...
+    (
+        ("=",),
+        re.compile(
+            r"(?i)([?&](?:[a-z0-9_.-]*(?:key|token|secret|password|passwd|signature|credential)[a-z0-9_.-]*)=)"
+            r"[^&#\s'\"\\]*"
+        ),
+    ),
+    # headers, as text (`Authorization: Bearer x`) or as a repr (`'X-Amz-Security-Token': b'x'`)
+    (
+        ("authorization",),
+        re.compile(r"(?i)((?:proxy-)?authorization" + _QUOTE + r"\s*[:=]\s*b?" + _QUOTE + r")[^'\"\\\r\n]+"),
+    ),
+    (
+        ("x-api-key", "x-amz-security-token"),
+        re.compile(r"(?i)((?:x-api-key|x-amz-security-token)" + _QUOTE + r"\s*[:=]\s*b?" + _QUOTE + r")[^'\"\\\s,;&]+"),
+    ),
+    # SigV4's access key id outside a header (`Credential=AKIA.../20260101/...`)
+    (("credential=",), re.compile(r"(?i)(\bcredential=)[^/,\s'\"\\&]+")),
+    # a URL's password: redis://user:password@host
+    (("@",), re.compile(r"(?i)(\b[a-z][a-z0-9+.-]*://[^:/@\s'\"]*:)[^@/\s'\"]+(?=@)")),
+)
+_MASKED = r"\1" + MASK
 _ACCESS_ARGS = 5  # uvicorn's access log: (client, method, path, http version, status code)
 
 
@@ -43,42 +85,72 @@ def log_job(record: JobRecord, message: str, duration_s: float | None = None) ->
     job_log.info("job %s %s: %s", record.id, record.endpoint, message, extra=extra)
 
 
-class Redactor(logging.Filter):
-    """Masks known secrets in a record's message and arguments, and secret-looking query parameters."""
+def log_job_error(job_id: str, endpoint: str, error: BaseException, retrying: bool = False) -> None:
+    """Why a job failed, on the process that ran it: ERROR with the error's type, message and traceback."""
+    what = "failed; it runs again" if retrying else "failed"
+    extra = {"job_id": job_id, "endpoint": endpoint, "status": "failed", "error_type": type(error).__name__}
+    job_log.error(
+        "job %s %s %s: %s: %s",
+        job_id,
+        endpoint,
+        what,
+        type(error).__name__,
+        error,
+        exc_info=(type(error), error, error.__traceback__),
+        extra=extra,
+    )
 
-    _secrets: ClassVar[frozenset[str]] = frozenset()
+
+class Redactor:
+    """The secrets to mask, and the masking of a finished log line."""
+
+    _secrets: ClassVar[tuple[str, ...]] = ()
     _lock: ClassVar[threading.Lock] = threading.Lock()
 
     @classmethod
     def add_secrets(cls, secrets: Iterable[str | None]) -> None:
+        forms = set(cls._secrets)
+        for secret in secrets:
+            if secret and len(secret) >= MIN_SECRET_CHARS:
+                # as written, as a URL carries it, and as a JSON string carries it
+                forms.update({secret, quote(secret, safe=""), json.dumps(secret, ensure_ascii=False)[1:-1]})
         with cls._lock:
-            cls._secrets = cls._secrets | {s for s in secrets if s and len(s) >= 4}
+            cls._secrets = tuple(sorted(forms, key=len, reverse=True))  # longest first: no partial masks
 
     @classmethod
     def scrub(cls, text: str) -> str:
         for secret in cls._secrets:
             if secret in text:
                 text = text.replace(secret, MASK)
-        if "=" in text:
-            text = _SECRET_QUERY.sub(r"\1" + MASK, text)
+        lowered = text.lower()
+        for needles, pattern in _SECRET_PLACES:
+            for needle in needles:
+                if needle in lowered:
+                    text = pattern.sub(_MASKED, text)
+                    break
         return text
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.msg, str):
-            record.msg = self.scrub(record.msg)
-        if isinstance(record.args, tuple):
-            record.args = tuple(self.scrub(a) if isinstance(a, str) else a for a in record.args)
-        elif isinstance(record.args, dict):
-            record.args = {k: self.scrub(v) if isinstance(v, str) else v for k, v in record.args.items()}
-        if record.exc_info and not record.exc_text:
-            record.exc_text = self.scrub(logging.Formatter().formatException(record.exc_info))
-        elif record.exc_text:
-            record.exc_text = self.scrub(record.exc_text)
-        return True
+
+class MaskingFormatter(logging.Formatter):
+    """Formats with `inner`, then masks secrets on the finished line."""
+
+    def __init__(self, inner: logging.Formatter | None = None) -> None:
+        super().__init__()
+        self.inner = inner if inner is not None else logging.Formatter()
+
+    def format(self, record: logging.LogRecord) -> str:
+        return Redactor.scrub(self.inner.format(record))
+
+
+def mask_handler(handler: logging.Handler) -> None:
+    """Make `handler` mask secrets on every line it writes (once)."""
+    if not isinstance(handler.formatter, (MaskingFormatter, JsonFormatter)):  # JsonFormatter masks itself
+        handler.setFormatter(MaskingFormatter(handler.formatter))
 
 
 class JsonFormatter(logging.Formatter):
-    """`{"time", "level", "logger", "message", ...}` on one line; job fields and access-log fields when present."""
+    """`{"time", "level", "logger", "message", ...}` on one line; job fields and access-log fields when present;
+    secrets masked."""
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
@@ -99,21 +171,25 @@ class JsonFormatter(logging.Formatter):
                 entry[name] = value
         if record.exc_info:
             entry["exception"] = record.exc_text or self.formatException(record.exc_info)
-        return json.dumps(entry, ensure_ascii=False, default=str)
+        return Redactor.scrub(json.dumps(entry, ensure_ascii=False, default=str))
 
 
 def secrets_of(settings: Settings) -> list[str | None]:
-    """What must never be logged: the API key, storage credentials, and the Redis URL's password."""
+    """What must never be logged: the API key, storage and runpod credentials, and the Redis URL's password."""
     values: list[str | None] = [settings.api_key, *(os.environ.get(name) for name in SECRET_ENV)]
     if settings.redis_url:
         values.append(urlsplit(settings.redis_url).password)
     return values
 
 
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+
+
 def formatter(settings: Settings) -> logging.Formatter:
+    """The process's line format, masking secrets."""
     if settings.log_format == "json":
         return JsonFormatter()
-    return logging.Formatter("%(asctime)s %(name)s %(message)s")
+    return MaskingFormatter(logging.Formatter(TEXT_FORMAT))
 
 
 def configure_worker_logging(settings: Settings, level: str) -> None:
@@ -121,7 +197,6 @@ def configure_worker_logging(settings: Settings, level: str) -> None:
     Redactor.add_secrets(secrets_of(settings))
     handler = logging.StreamHandler(sys.stderr if settings.log_format == "text" else sys.stdout)
     handler.setFormatter(formatter(settings))
-    handler.addFilter(Redactor())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(getattr(logging, level.upper()))
@@ -136,12 +211,10 @@ def uvicorn_log_config(settings: Settings, level: str) -> dict[str, Any] | None:
         "formatter": "json",
         "class": "logging.StreamHandler",
         "stream": "ext://sys.stdout",
-        "filters": ["redact"],
     }
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "filters": {"redact": {"()": Redactor}},
         "formatters": {"json": {"()": JsonFormatter}},
         "handlers": {"default": handler},
         "loggers": {
@@ -156,19 +229,22 @@ def uvicorn_log_config(settings: Settings, level: str) -> dict[str, Any] | None:
 def configure_api_logging(settings: Settings) -> None:
     """Called when an API process starts serving (however it was started: `fasttask serve`, `app.start()` or
     `uvicorn module:app`): masks secrets on every handler there is, and with JSON logs turns uvicorn's and
-    fasttask's handlers to JSON."""
+    fasttask's handlers to JSON. fasttask's lines get a handler of their own when nothing would take them
+    (Python's last-resort handler masks nothing)."""
     Redactor.add_secrets(secrets_of(settings))
     names = ("", "uvicorn", "uvicorn.error", "uvicorn.access", "fasttask")
     json_mode = settings.log_format == "json"
-    if json_mode and not logging.getLogger("fasttask").handlers:
-        logging.getLogger("fasttask").addHandler(logging.StreamHandler(sys.stdout))
-        logging.getLogger("fasttask").propagate = False
+    ours = logging.getLogger("fasttask")
+    if not ours.handlers and (json_mode or not logging.getLogger().handlers):
+        own = logging.StreamHandler(sys.stdout if json_mode else sys.stderr)
+        own.setFormatter(formatter(settings))
+        ours.addHandler(own)
+        ours.propagate = False
     for name in names:
         for handler in logging.getLogger(name).handlers:
-            if not any(isinstance(f, Redactor) for f in handler.filters):
-                handler.addFilter(Redactor())
             if json_mode and not isinstance(handler.formatter, JsonFormatter):
                 handler.setFormatter(JsonFormatter())
+            mask_handler(handler)
     if json_mode:  # a line per job state change, whatever the level of fasttask's other lines
         job_log.setLevel(logging.INFO)
 

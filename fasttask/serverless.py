@@ -34,6 +34,7 @@ from .errors import ConfigError, FastTaskError, JobCancelled, MissingExtra
 from .execution import run_async, run_sync
 from .fetch import download
 from .files import close_files, iter_files
+from .logs import configure_worker_logging, log_job_error
 from .progress import JobProgress
 from .runpod_files import ResultFiles, result_store
 from .tasks import TaskDef, TaskKind, validation_errors
@@ -68,6 +69,7 @@ def serve_runpod(app: FastTaskAPI) -> None:
     its local test API, `--test_input '{"input": {...}}'` runs one job and exits.
     """
     runpod = _runpod()
+    configure_worker_logging(app.settings, "info")  # masked lines, text or JSON; failed jobs say why
     worker = RunpodWorker(app)
     asyncio.run(app.run_setup_hooks())  # before the first job is taken: model loading stays out of every job
     runpod.serverless.start(worker.config())
@@ -282,7 +284,7 @@ class RunpodWorker:
         return task
 
     def _task_error(self, task: TaskDef, job_id: str, error: BaseException) -> str:
-        logger.error("job %s: task %s raised", job_id, task.path, exc_info=error)
+        log_job_error(job_id, task.path, error)
         message = f"task {task.path} raised {type(error).__name__}: {error}"
         if isinstance(error, JobCancelled):
             message = f"task {task.path} was stopped"

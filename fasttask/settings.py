@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -15,6 +17,7 @@ QueueKind = Literal["local", "redis"]
 LogFormat = Literal["text", "json"]
 
 _TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
 
 
 @dataclass(frozen=True)
@@ -84,7 +87,8 @@ class Settings:
                 try:
                     values[key] = cast(value)
                 except ValueError:
-                    raise ConfigError(f"FTAPI_{name}={value!r} is not a number") from None
+                    kind = "a whole number" if cast is int else "a number"
+                    raise ConfigError(f"FTAPI_{name}={value!r} is not {kind}") from None
         for name, key in (
             ("RUNPOD_STREAM", "runpod_stream"),
             ("DEBUG", "debug"),
@@ -92,7 +96,7 @@ class Settings:
             ("METRICS", "metrics"),
         ):
             if (value := get(name)) is not None:
-                values[key] = value.lower() in _TRUE
+                values[key] = _flag(f"FTAPI_{name}", value)
         if (value := get("LOG_FORMAT")) is not None:
             values["log_format"] = value.lower()
         queue = get("QUEUE")
@@ -121,5 +125,38 @@ class Settings:
             raise ConfigError(f"FTAPI_LOG_FORMAT must be 'text' or 'json', not {self.log_format!r}")
         if self.concurrency is not None and self.concurrency < 1:
             raise ConfigError("FTAPI_CONCURRENCY must be at least 1")
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"FTAPI_PORT must be a port number (0-65535), not {self.port}")
+        for name, number in (
+            ("FTAPI_MAX_FILE_MB", self.max_file_mb),
+            ("FTAPI_WORKER_GRACE_S", self.worker_grace_s),
+            ("FTAPI_S3_INLINE_KB", self.s3_inline_kb),
+        ):
+            if not math.isfinite(number) or number < 0:
+                raise ConfigError(f"{name} must be a finite number of at least 0, not {number}")
         if self.max_file_mb <= 0:
             raise ConfigError("FTAPI_MAX_FILE_MB must be positive")
+        if self.queue == "redis" and self.backend == "fastapi":
+            _require_redis_extra()
+
+
+def _flag(name: str, value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise ConfigError(f"{name}={value!r} is not a yes/no value: use 1, true, yes, on or 0, false, no, off")
+
+
+def _require_redis_extra() -> None:
+    """The Redis queue needs redis-py and RQ: say so at start, not with a failing request later."""
+    for module in ("redis", "rq"):
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            raise ConfigError(
+                f"FTAPI_REDIS_URL (the Redis queue) needs the {module!r} package: pip install 'fasttask[redis]'"
+            )

@@ -15,11 +15,12 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
-from fasttask import FastTaskAPI
+from fasttask import FastTaskAPI, JobProgress, MediaFile
 
 from .apps import Probe, make_app
 from .conftest import LiveServer, free_port
@@ -70,7 +71,7 @@ def test_json_prints_exactly_the_result(url: str, tmp_path: Path) -> None:
     run = fasttask_call(url, "/shape", "-p", 'point={"x": 2}', "-p", "tags=a", "-p", "tags=b", "--json", cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     assert json.loads(run.stdout) == {"x": 2.0, "y": 0.0, "tags": ["a", "b"]}
-    run = fasttask_call(url, "/count", "-p", "n=3", cwd=tmp_path)
+    run = fasttask_call(url, "/count", "-p", "n=3", "--json", cwd=tmp_path)
     assert json.loads(run.stdout) == [0, 1, 2]
 
 
@@ -219,3 +220,54 @@ def test_ctrl_c_cancels_the_job(live_server: StartServer, tmp_path: Path) -> Non
     assert process.returncode == 130, stderr
     assert "cancelled" in stderr
     assert probe.stopped.wait(5), "the job was not cancelled"
+
+
+def streaming_app(probe: Probe) -> FastTaskAPI:
+    app = FastTaskAPI(title="streams", queue="local")
+
+    @app.task_endpoint("/parts")
+    def parts(job_progress: JobProgress) -> Iterator[Any]:
+        yield "first part"
+        probe.started.set()
+        assert probe.release.wait(20)
+        job_progress.set_status(0.5, "halfway")
+        yield {"n": 2, "text": "zwei"}
+        yield MediaFile.from_bytes(b"third", file_name="third.txt")
+
+    @app.task_endpoint("/nothing")
+    def nothing() -> Iterator[int]:
+        yield from ()
+
+    return app
+
+
+def test_a_generators_outputs_print_as_they_come(live_server: StartServer, tmp_path: Path) -> None:
+    probe = Probe()
+    server = live_server(streaming_app(probe))
+    env = {k: v for k, v in os.environ.items() if k != "FTAPI_API_KEY"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "fasttask", "call", server.url, "/parts", "--out", "results"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline() == "first part\n"  # printed while the job still runs
+        assert probe.started.wait(20) and not probe.release.is_set()
+        probe.release.set()
+        stdout, stderr = process.communicate(timeout=30)
+    finally:
+        probe.release.set()
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0, stderr
+    saved = Path("results") / "third.txt"
+    assert stdout == f'{{"n": 2, "text": "zwei"}}\n{saved}\n'  # each output once, not the list at the end
+    assert (tmp_path / saved).read_bytes() == b"third"
+    assert "halfway" in stderr and stderr.splitlines()[-1].startswith("finished 100%")
+    empty = fasttask_call(server.url, "/nothing", cwd=tmp_path)
+    assert (empty.returncode, empty.stdout) == (0, "[]\n")

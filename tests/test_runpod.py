@@ -158,7 +158,9 @@ def test_a_task_exception_fails_the_job_with_its_type_and_message(
     make_worker: MakeWorker, caplog: pytest.LogCaptureFixture
 ) -> None:
     assert run(make_worker(), job(path="/fail")) == {"error": "task /fail raised ValueError: boom"}
-    assert "job-1: task /fail raised" in caplog.text, "the traceback goes to the worker's log"
+    assert "job job-1 /fail failed: ValueError: boom" in caplog.text, "the reason goes to the worker's log"
+    (failure,) = [r for r in caplog.records if getattr(r, "job_id", None) == "job-1"]
+    assert failure.levelno == logging.ERROR and failure.exc_info is not None  # with the traceback
     debug = run(make_worker(debug=True), job(path="/fail", message="bang"))["error"]
     assert debug.startswith("task /fail raised ValueError: bang\nTraceback (most recent call last):")
 

@@ -52,6 +52,24 @@ def stub_dns(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[str]]:
         ("0.0.0.0", "unspecified"),
         ("224.0.0.1", "multicast"),
         ("100.64.1.1", "shared"),
+        ("2002:7f00:1::", "loopback address inside an IPv6"),  # 6to4 of 127.0.0.1
+        ("2002:a9fe:a9fe::", "metadata address inside an IPv6"),  # 6to4 of 169.254.169.254
+        ("2002:a00:1::1", "private address inside an IPv6"),  # 6to4 of 10.0.0.1
+        ("64:ff9b::7f00:1", "loopback address inside an IPv6"),  # NAT64 of 127.0.0.1
+        ("64:ff9b::a9fe:a9fe", "metadata address inside an IPv6"),
+        ("64:ff9b:1::a00:1", "reserved"),  # local-use NAT64
+        ("::ffff:169.254.169.254", "metadata"),
+        ("::ffff:127.0.0.1", "loopback"),
+        ("2001:0:4136:e378:8000:63bf:3fff:fdd2", "inside an IPv6"),  # Teredo; its client is documentation
+        ("2001::1", "private"),  # Teredo
+        ("fec0::1", "site-local"),
+        ("::7f00:1", "reserved"),  # IPv4-compatible
+        ("192.0.0.8", "non-global"),
+        ("198.18.0.1", "private"),
+        ("192.0.2.1", "private"),
+        ("2001:db8::1", "private"),
+        ("ff02::1", "multicast"),
+        ("255.255.255.255", "private"),
     ],
 )
 def test_private_and_special_addresses_are_refused(address: str, reason: str) -> None:
@@ -59,7 +77,9 @@ def test_private_and_special_addresses_are_refused(address: str, reason: str) ->
     assert verdict is not None and reason in verdict
 
 
-@pytest.mark.parametrize("address", ["93.184.216.34", "8.8.8.8", "2606:4700:4700::1111"])
+@pytest.mark.parametrize(
+    "address", ["93.184.216.34", "8.8.8.8", "2606:4700:4700::1111", "2002:808:808::1", "64:ff9b::808:808"]
+)
 def test_public_addresses_pass(address: str) -> None:
     assert refusal(ipaddress.ip_address(address)) is None
 

@@ -19,7 +19,7 @@ from ..errors import JobAlreadyFinal, JobCancelled, JobNotFound, QueueFull
 from ..execution import error_info, run_async, run_sync
 from ..files import MediaFile, close_files
 from ..jobs import JobRecord, JobStatus, new_job_id, utcnow
-from ..logs import job_log, log_job
+from ..logs import job_log, log_job, log_job_error
 from ..loops import LoopHealth
 from ..metrics import JobMetrics
 from ..progress import JobProgress
@@ -267,7 +267,9 @@ class LocalBroker(Broker):
                 except (JobCancelled, asyncio.CancelledError):
                     return  # the job was already marked cancelled or timed out
                 except Exception as exc:
-                    if attempts <= task.retries and not job.stop.is_set():
+                    retrying = attempts <= task.retries and not job.stop.is_set()
+                    log_job_error(job.record.id, task.path, exc, retrying)
+                    if retrying:
                         continue
                     self._finish(job, JobStatus.FAILED, None, error_info(exc, self._settings.debug))
                     return

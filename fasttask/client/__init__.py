@@ -19,7 +19,7 @@ in `_progress`.
 """
 
 from ._async import AsyncClient, AsyncJob
-from ._errors import APIError, ClientError, ConnectionFailed, JobFailed, ResultTimeout
+from ._errors import APIError, ClientError, ConnectionFailed, InvalidArgument, JobFailed, ResultTimeout
 from ._files import AsyncRemoteFile, RemoteFile
 from ._models import JobState, StreamEvent
 from ._sync import Client, Job
@@ -32,6 +32,7 @@ __all__ = [
     "Client",
     "ClientError",
     "ConnectionFailed",
+    "InvalidArgument",
     "Job",
     "JobFailed",
     "JobState",

@@ -21,7 +21,8 @@ import httpx
 
 from .._version import __version__
 from ..jobs import JobStatus
-from ._errors import APIError, ClientError, ConnectionFailed, JobFailed, ResultTimeout
+from ._errors import APIError, ClientError, ConnectionFailed, InvalidArgument, JobFailed, ResultTimeout
+from ._errors import api_error as make_api_error
 from ._files import FilePart, encode_params
 from ._models import FileWrapper, JobState, StreamEvent, parse_job, wrap_files
 
@@ -51,7 +52,9 @@ class ClientSettings:
     def __post_init__(self) -> None:
         parts = urlsplit(self.base_url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ValueError(f"base_url must be an http(s) URL such as http://127.0.0.1:8000, not {self.base_url!r}")
+            raise InvalidArgument(
+                f"base_url must be an http(s) URL such as http://127.0.0.1:8000, not {self.base_url!r}"
+            )
 
     def http_options(self) -> dict[str, Any]:
         """Keyword arguments for httpx.Client and httpx.AsyncClient."""
@@ -151,7 +154,8 @@ def api_error(response: httpx.Response, note: str = "") -> APIError:
         detail = response.json().get("detail", response.text)
     except (ValueError, AttributeError):
         detail = response.text.strip()[:500] or response.reason_phrase
-    return APIError(response.status_code, detail, response.request.method, str(response.request.url), note)
+    request = response.request
+    return make_api_error(response.status_code, detail, request.method, str(request.url), note, retry_after(response))
 
 
 def connection_failed(exc: httpx.HTTPError, request: httpx.Request | None = None) -> ConnectionFailed:

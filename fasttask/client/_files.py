@@ -7,6 +7,7 @@ import base64
 import binascii
 import json
 import mimetypes
+import os
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from pydantic_core import to_jsonable_python
 
 from ..files import MediaFile
 from ..jobs import is_file_result
-from ._errors import ClientError
+from ._errors import ClientError, InvalidArgument
 
 if TYPE_CHECKING:
     from ._transport import AsyncTransport, Transport
@@ -131,7 +132,7 @@ def file_part(name: str, value: Any) -> FilePart | None:
             return FilePart(file_name, content_type, value, value.tell())
         data = value.read()  # a pipe or socket can be read once only: keep its content for retries
         if not isinstance(data, bytes):
-            raise TypeError(f"parameter {name!r}: open files in binary mode ('rb') to upload them")
+            raise InvalidArgument(f"parameter {name!r}: open files in binary mode ('rb') to upload them")
         return FilePart(file_name, content_type, data)
     return None
 
@@ -232,7 +233,8 @@ class RemoteFile(_RemoteFileBase):
         return b"".join(self.iter_bytes())
 
     def save(self, path: str | Path) -> Path:
-        """Write the file to `path` (a directory gets the file's own name) and return where it went."""
+        """Write the file to `path` and return where it went: a directory, or a path ending in `/` (created when
+        missing), gets the file under its own name."""
         target = save_target(path, self.file_name)
         with _writing(target) as sink:
             for chunk in self.iter_bytes():
@@ -260,7 +262,8 @@ class AsyncRemoteFile(_RemoteFileBase):
         return b"".join([chunk async for chunk in self.iter_bytes()])
 
     async def save(self, path: str | Path) -> Path:
-        """Write the file to `path` (a directory gets the file's own name) and return where it went."""
+        """Write the file to `path` and return where it went: a directory, or a path ending in `/` (created when
+        missing), gets the file under its own name."""
         target = save_target(path, self.file_name)
         with _writing(target) as sink:
             async for chunk in self.iter_bytes():
@@ -269,8 +272,15 @@ class AsyncRemoteFile(_RemoteFileBase):
 
 
 def save_target(path: str | Path, file_name: str) -> Path:
-    target = Path(path)
-    return target / safe_file_name(file_name) if target.is_dir() else target
+    """Where `save(path)` writes: inside `path` under the file's own name when `path` is a directory or ends
+    with a separator (`"out/"`, created when missing), else at `path` (its missing parents created)."""
+    text = os.fspath(path)
+    target = Path(text)
+    if target.is_dir() or text.endswith(("/", os.sep)):
+        target.mkdir(parents=True, exist_ok=True)
+        return target / safe_file_name(file_name)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return target
 
 
 def safe_file_name(file_name: str) -> str:

@@ -43,7 +43,7 @@ import httpx
 
 from ..jobs import JobStatus
 from . import _core as core
-from ._errors import APIError, ClientError
+from ._errors import APIError, ClientError, InvalidArgument
 from ._files import AsyncRemoteFile, RemoteFile, inline_params, is_any_file_result
 from ._http import AsyncHTTPSession, HTTPSession
 from ._models import FileWrapper, JobState, StreamEvent, wrap_files
@@ -85,10 +85,12 @@ class RunpodOptions:
     def __post_init__(self) -> None:
         method = self.status_method.upper()
         if method not in ("GET", "POST"):
-            raise ValueError(f"status_method must be 'GET' (runpod) or 'POST' (its local test API), not {method!r}")
+            raise InvalidArgument(
+                f"status_method must be 'GET' (runpod) or 'POST' (its local test API), not {method!r}"
+            )
         object.__setattr__(self, "status_method", method)
         if not self.poll_interval_s > 0:
-            raise ValueError(f"poll_interval_s must be positive, not {self.poll_interval_s!r}")
+            raise InvalidArgument(f"poll_interval_s must be positive, not {self.poll_interval_s!r}")
 
 
 def endpoint_url(endpoint_id: str | None, base_url: str = RUNPOD_API_URL) -> str:
@@ -106,7 +108,9 @@ def task_path(path: str) -> str:
 
 def run_request(path: str, params: Mapping[str, Any]) -> core.RequestSpec:
     if "path" in params:
-        raise ValueError("a task run on runpod cannot take a parameter named 'path': the input's path names the task")
+        raise InvalidArgument(
+            "a task run on runpod cannot take a parameter named 'path': the input's path names the task"
+        )
     return core.RequestSpec("POST", "/run", json={"input": {"path": task_path(path), **inline_params(params)}})
 
 

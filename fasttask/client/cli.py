@@ -1,5 +1,9 @@
 """`fasttask call`: submit a job from the shell, show its progress, print its result and save its files.
 
+A generator task's outputs are printed as they come (one line each: text as it is, anything else as JSON,
+files as the path they were saved at), instead of the list of them at the end; with `--json` stdout stays
+exactly the result.
+
 Exit status: 0 when the job finished, 1 when it failed, was cancelled or timed out, 2 on a usage or
 connection error (the service could not be reached, or refused the request), 130 on Ctrl-C (which cancels
 the job).
@@ -11,13 +15,15 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from ..jobs import JobStatus
-from ._errors import ClientError, JobFailed
+from ._errors import ClientError, ConnectionFailed, JobFailed
 from ._files import RemoteFile, safe_file_name
 from ._progress import JobBar, ProgressDisplay, ProgressLines
+from ._state import JobState
 from ._sync import Client, Job
 
 EXIT_FINISHED = 0
@@ -93,10 +99,17 @@ def run_call(args: argparse.Namespace) -> int:
 
 def _finish(job: Job, args: argparse.Namespace) -> int:
     display: ProgressDisplay = JobBar(sys.stderr) if sys.stderr.isatty() else ProgressLines(sys.stderr)
-    state = job._wait(None, display)
+    saved: list[Path] = []
+    if args.json:  # stdout is exactly the result: nothing before it
+        state, printed = job._wait(None, display), 0
+    else:
+        state, printed = _stream(job, display, lambda output: _print_output(output, args.out, saved))
     if state.status is not JobStatus.FINISHED:
         return _fail(str(JobFailed(state)), EXIT_JOB_FAILED)
-    saved: list[Path] = []
+    if printed and isinstance(state.result, list):  # a generator's outputs: print those the stream missed
+        for output in state.result[printed:]:
+            _print_output(output, args.out, saved)
+        return EXIT_FINISHED
     shown = save_files(state.result, args.out, saved)
     if args.json:
         print(json.dumps(state.raw.get("result"), ensure_ascii=False))
@@ -107,6 +120,38 @@ def _finish(job: Job, args: argparse.Namespace) -> int:
     elif shown is not None:
         print(json.dumps(shown, indent=2, ensure_ascii=False))
     return EXIT_FINISHED
+
+
+def _stream(job: Job, display: ProgressDisplay, on_output: Callable[[Any], None]) -> tuple[JobState, int]:
+    """Follow the job's event stream to its end, showing progress and handing each output to `on_output`;
+    returns the final state and how many outputs were handed over. When the stream breaks off, waiting
+    goes on by long poll (the outputs it missed are in the result)."""
+    printed = 0
+    final: JobState | None = None
+    events = job._transport.events(job.id)
+    try:
+        for event in events:
+            if event.kind == "output":
+                on_output(event.output)
+                printed += 1
+            elif event.job is not None:
+                display.update(event.job)
+                if event.job.is_final:
+                    final = event.job
+                    break
+    except ConnectionFailed:
+        pass
+    finally:
+        events.close()
+    if final is None:
+        return job._wait(None, display), printed
+    display.close()
+    return final, printed
+
+
+def _print_output(output: Any, out_dir: Path, saved: list[Path]) -> None:
+    shown = save_files(output, out_dir, saved)
+    print(shown if isinstance(shown, str) else json.dumps(shown, ensure_ascii=False), flush=True)
 
 
 def parse_params(params: list[str], files: list[str]) -> dict[str, Any]:

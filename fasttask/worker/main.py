@@ -34,7 +34,7 @@ from ..errors import ConfigError, JobCancelled
 from ..execution import error_info, run_async, run_sync
 from ..files import MediaFile, close_files
 from ..jobs import JobRecord, JobStatus, utcnow
-from ..logs import job_log, log_job
+from ..logs import job_log, log_job, log_job_error
 from ..loops import LoopHealth
 from ..metrics import JobMetrics
 from ..progress import JobProgress
@@ -217,6 +217,7 @@ class Worker:
             outcome = None  # whoever stopped it has already recorded why
         except Exception as exc:
             outcome = ("failed", exc)
+            log_job_error(claimed.job_id, claimed.task.path, exc, retrying=claimed.failures < claimed.retries)
         finally:
             self.guard.release()
             self._current = None
