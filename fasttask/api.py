@@ -85,7 +85,7 @@ def build_api(service: FastTaskAPI) -> FastAPI:
         finally:
             await broker.close()
 
-    api = FastAPI(title=service.title, lifespan=lifespan)
+    api = FastAPI(title=service.title, lifespan=lifespan, docs_url=None, redoc_url=None)  # /docs: openapi.py
     api.state.broker = broker
     api.state.metrics = metrics
     _install_error_handlers(api)
