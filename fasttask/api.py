@@ -30,6 +30,7 @@ from .openapi import install_openapi
 from .params import InputLimits, read_params
 from .ranges import byte_range
 from .responses import RequestValidationFailed, error_response, json_response
+from .series import Timeline, series_json
 from .settings import Settings
 from .tasks import TaskDef
 
@@ -75,14 +76,17 @@ def build_api(service: FastTaskAPI) -> FastAPI:
     metrics = Metrics(service.tasks) if settings.metrics else None
     broker = create_broker(settings, service.tasks, service, metrics.jobs if metrics is not None else None)
     limits = input_limits(settings)
+    timeline = Timeline(list(service.tasks), metrics.jobs if metrics is not None else None)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         configure_api_logging(settings)
         await broker.start()
+        sampler = asyncio.create_task(timeline.run(broker))  # the dashboard's charts
         try:
             yield
         finally:
+            sampler.cancel()
             await broker.close()
 
     api = FastAPI(title=service.title, lifespan=lifespan, docs_url=None, redoc_url=None)  # /docs: openapi.py
@@ -106,7 +110,7 @@ def build_api(service: FastTaskAPI) -> FastAPI:
     for path, fn, methods in service.plain_endpoints:
         api.add_api_route(path, fn, methods=methods)
     _add_job_routes(api, broker)
-    _add_observability_routes(api, broker, metrics, list(service.tasks))
+    _add_observability_routes(api, broker, metrics, list(service.tasks), timeline)
     install_openapi(api, service)
     return api
 
@@ -240,7 +244,9 @@ def _add_job_routes(api: FastAPI, broker: Broker) -> None:
         return json_response({"queues": [info.to_json() for info in await broker.queues()]})
 
 
-def _add_observability_routes(api: FastAPI, broker: Broker, metrics: Metrics | None, endpoints: list[str]) -> None:
+def _add_observability_routes(
+    api: FastAPI, broker: Broker, metrics: Metrics | None, endpoints: list[str], timeline: Timeline
+) -> None:
     @api.get("/jobs", tags=["jobs"], summary="Recent jobs, newest first; ?endpoint=, ?status=, ?limit=, ?cursor=")
     async def list_jobs(
         endpoint: str | None = None,
@@ -288,6 +294,13 @@ def _add_observability_routes(api: FastAPI, broker: Broker, metrics: Metrics | N
                 "workers": [worker.to_json(now) for worker in workers],
             }
         )
+
+    @api.get("/dashboard/series", include_in_schema=False)
+    async def dashboard_series() -> Response:
+        """The charts' data, minute by minute: see docs/http-api.md."""
+        queues, history = await asyncio.gather(broker.queues(), broker.history(timeline.minutes))
+        timeline.sample(queues)
+        return json_response(series_json(timeline, history))
 
     @api.get("/dashboard/{name}", include_in_schema=False)
     async def dashboard_asset(name: str) -> Response:
