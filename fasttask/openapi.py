@@ -137,6 +137,7 @@ def _document_task(schema: dict[str, Any], schemas: dict[str, Any], task: TaskDe
         content = {"application/json": {"schema": ref(model)}}
     for method in task.methods:
         operation = schema["paths"][task.path][method.lower()]
+        operation["tags"] = ["tasks"]
         if method in ("POST", "PUT", "PATCH"):
             operation["requestBody"] = {"required": bool(params.get("required")), "content": content}
         else:  # parameters come in the query string

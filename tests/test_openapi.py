@@ -208,7 +208,7 @@ def test_docs_render_in_a_browser_offline_and_ask_for_the_key(
     wait(browser, lambda d: (f := cell(d, "#key-form")) is not None and f.is_displayed(), what="the key form")
     cell(browser, "#key-input").send_keys(KEY)
     cell(browser, '#key-form button[type="submit"]').click()
-    wait(browser, lambda d: cell(d, "#operations-default-make_fries_post"), what="the task's operation")
+    wait(browser, lambda d: cell(d, "#operations-tasks-make_fries_post"), what="the task's operation")
     assert cell(browser, ".btn.authorize") is not None  # the declared scheme gives the Authorize button
     assert not cell(browser, "#key-form").is_displayed()
     loaded = browser.execute_script("return performance.getEntriesByType('resource').map((e) => e.name)")
