@@ -350,7 +350,7 @@ async def _sse(events: AsyncIterator[JobEvent]) -> AsyncIterator[str]:
 
 
 def _install_error_handlers(api: FastAPI) -> None:
-    async def contract_error(request: Request, exc: Exception) -> Response:
+    async def fasttask_error(request: Request, exc: Exception) -> Response:
         response = error_response(exc)
         assert response is not None
         return response
@@ -363,8 +363,8 @@ def _install_error_handlers(api: FastAPI) -> None:
         logger.exception("unhandled error on %s %s", request.method, request.url.path)
         return json_response({"detail": "internal server error"}, 500)
 
-    api.add_exception_handler(FastTaskError, contract_error)
-    api.add_exception_handler(RequestValidationFailed, contract_error)
+    api.add_exception_handler(FastTaskError, fasttask_error)
+    api.add_exception_handler(RequestValidationFailed, fasttask_error)
     api.add_exception_handler(RequestValidationError, request_validation)
     api.add_exception_handler(Exception, unexpected)
 
