@@ -21,7 +21,7 @@ from fasttask._version import __version__
 from .apps import make_app
 from .conftest import LiveServer
 from .test_contract import final, submit
-from .test_dashboard import CHROMEDRIVER, CHROMIUM, browser, cell, wait
+from .test_dashboard import CHROMEDRIVER, CHROMIUM, browser, cell, click, read, wait
 
 __all__ = ["browser"]  # the fixture, shared with the dashboard's browser tests
 
@@ -210,6 +210,17 @@ def test_docs_render_in_a_browser_offline_and_ask_for_the_key(
     cell(browser, '#key-form button[type="submit"]').click()
     wait(browser, lambda d: cell(d, "#operations-tasks-make_fries_post"), what="the task's operation")
     assert cell(browser, ".btn.authorize") is not None  # the declared scheme gives the Authorize button
+    # "Try it out" sends the key: the submit is accepted, not refused with 401
+    cell(browser, "#operations-tasks-make_fries_post .opblock-summary").click()
+    wait(browser, lambda d: click(d, "#operations-tasks-make_fries_post .try-out__btn"), what="Try it out")
+    wait(browser, lambda d: click(d, "#operations-tasks-make_fries_post .execute"), what="Execute")
+    answer = "#operations-tasks-make_fries_post .live-responses-table tr.response .response-col_status"
+    code = wait(browser, lambda d: read(d, answer), what="the answer")
+    assert code.strip() == "202"
+    # a task with files documents a multipart form: Swagger UI offers a file chooser for it
+    cell(browser, "#operations-tasks-thumbnail_post .opblock-summary").click()
+    wait(browser, lambda d: click(d, "#operations-tasks-thumbnail_post .try-out__btn"), what="Try it out (files)")
+    wait(browser, lambda d: cell(d, '#operations-tasks-thumbnail_post input[type="file"]'), what="a file chooser")
     assert not cell(browser, "#key-form").is_displayed()
     loaded = browser.execute_script("return performance.getEntriesByType('resource').map((e) => e.name)")
     assert any(url.endswith("/docs/swagger-ui-bundle.js") for url in loaded)
