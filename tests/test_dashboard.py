@@ -170,6 +170,8 @@ def test_dashboard_asks_for_the_api_key_and_sends_it_as_a_header(
     cell(browser, '#key-form button[type="submit"]').click()
     wait(browser, lambda d: status_of(d, job) == "finished", what="the job, read with the key")
     assert not form.is_displayed()
+    charted = wait(browser, lambda d: series_values(d, "jobs", "/echo", "finished"), what="the charts, with the key")
+    assert sum(v or 0 for v in charted) == 1
     assert key not in browser.current_url
     # the job's JSON, fetched with the key and shown on the page
     wait(browser, lambda d: click(d, f'tr[data-job-id="{job}"] a.job-link'), what="the job link")

@@ -343,6 +343,7 @@ async function refreshSeries() {
   } catch (error) {
     if (error instanceof Unauthorized) return; // refresh() asks for the key, then starts this again
   }
+  clearTimeout(view.seriesTimer); // one loop, even when a call started while another was on its way
   view.seriesTimer = setTimeout(refreshSeries, SERIES_MS);
 }
 
