@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -35,7 +36,10 @@ def test_series_show_the_last_minutes_per_endpoint_on_both_queues(
         ended(client, job_id)
     # one job runs, three wait behind it: the current minute's depth shows them
     blocker = client.post("/sleep", json={"seconds": 30, "steps": 300}).json()["id"]
-    client.get(f"/jobs/{blocker}", params={"wait": 0.5})
+    deadline = time.monotonic() + 15
+    while client.get(f"/jobs/{blocker}").json()["status"] != "running":
+        assert time.monotonic() < deadline, "the blocking job did not start"
+        time.sleep(0.02)
     waiting = [client.post("/sleep", json={"seconds": 0.1, "steps": 1}).json()["id"] for _ in range(3)]
 
     answer = client.get("/dashboard/series")
