@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -30,6 +31,7 @@ from .openapi import install_openapi
 from .params import InputLimits, read_params
 from .ranges import byte_range
 from .responses import RequestValidationFailed, error_response, json_response
+from .series import Timeline, series_json
 from .settings import Settings
 from .tasks import TaskDef
 
@@ -77,17 +79,22 @@ def build_api(service: FastTaskAPI) -> FastAPI:
     if metrics is not None:
         metrics.watch_loops(broker.loops)
     limits = input_limits(settings)
+    timeline = Timeline(list(service.tasks), metrics.jobs if metrics is not None else None)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         configure_api_logging(settings)
         await broker.start()
+        sampler = asyncio.create_task(timeline.run(broker))  # the dashboard's charts
         try:
             yield
         finally:
+            sampler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sampler
             await broker.close()
 
-    api = FastAPI(title=service.title, lifespan=lifespan)
+    api = FastAPI(title=service.title, lifespan=lifespan, docs_url=None, redoc_url=None)  # /docs: openapi.py
     api.state.broker = broker
     api.state.metrics = metrics
     _install_error_handlers(api)
@@ -108,7 +115,7 @@ def build_api(service: FastTaskAPI) -> FastAPI:
     for path, fn, methods in service.plain_endpoints:
         api.add_api_route(path, fn, methods=methods)
     _add_job_routes(api, broker)
-    _add_observability_routes(api, broker, metrics, list(service.tasks))
+    _add_observability_routes(api, broker, metrics, list(service.tasks), timeline)
     install_openapi(api, service)
     return api
 
@@ -248,7 +255,9 @@ def _add_job_routes(api: FastAPI, broker: Broker) -> None:
         return json_response({"queues": [info.to_json() for info in await broker.queues()]})
 
 
-def _add_observability_routes(api: FastAPI, broker: Broker, metrics: Metrics | None, endpoints: list[str]) -> None:
+def _add_observability_routes(
+    api: FastAPI, broker: Broker, metrics: Metrics | None, endpoints: list[str], timeline: Timeline
+) -> None:
     @api.get("/jobs", tags=["jobs"], summary="Recent jobs, newest first; ?endpoint=, ?status=, ?limit=, ?cursor=")
     async def list_jobs(
         endpoint: str | None = None,
@@ -296,6 +305,13 @@ def _add_observability_routes(api: FastAPI, broker: Broker, metrics: Metrics | N
                 "workers": [worker.to_json(now) for worker in workers],
             }
         )
+
+    @api.get("/dashboard/series", include_in_schema=False)
+    async def dashboard_series() -> Response:
+        """The charts' data, minute by minute: see docs/http-api.md."""
+        queues, history = await asyncio.gather(broker.queues(), broker.history(timeline.minutes))
+        timeline.sample(queues)
+        return json_response(series_json(timeline, history))
 
     @api.get("/dashboard/{name}", include_in_schema=False)
     async def dashboard_asset(name: str) -> Response:
@@ -345,7 +361,7 @@ async def _sse(events: AsyncIterator[JobEvent]) -> AsyncIterator[str]:
 
 
 def _install_error_handlers(api: FastAPI) -> None:
-    async def contract_error(request: Request, exc: Exception) -> Response:
+    async def fasttask_error(request: Request, exc: Exception) -> Response:
         response = error_response(exc)
         assert response is not None
         return response
@@ -358,8 +374,8 @@ def _install_error_handlers(api: FastAPI) -> None:
         logger.exception("unhandled error on %s %s", request.method, request.url.path)
         return json_response({"detail": "internal server error"}, 500)
 
-    api.add_exception_handler(FastTaskError, contract_error)
-    api.add_exception_handler(RequestValidationFailed, contract_error)
+    api.add_exception_handler(FastTaskError, fasttask_error)
+    api.add_exception_handler(RequestValidationFailed, fasttask_error)
     api.add_exception_handler(RequestValidationError, request_validation)
     api.add_exception_handler(Exception, unexpected)
 

@@ -9,9 +9,12 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 OPEN_PATHS = frozenset(
     {"/health", "/ready", "/dashboard", "/dashboard/", "/dashboard/dashboard.js", "/dashboard/dashboard.css"}
+    | {"/docs", *(f"/docs/{name}" for name in ("swagger-ui-bundle.js", "swagger-ui.css", "favicon-32x32.png"))}
+    | {"/docs/docs.js", "/docs/docs.css"}
 )
-"""Probes stay open so that orchestrators need no secret to check the process; so do the dashboard's static
-files, which hold no data: the page asks for the key and sends it with each of its requests."""
+"""Probes stay open so that orchestrators need no secret to check the process; so do the static files of the
+dashboard and of /docs, which hold no data: those pages ask for the key and send it with their requests
+(`/openapi.json` itself needs the key)."""
 
 
 WEBSOCKET_POLICY_VIOLATION = 1008

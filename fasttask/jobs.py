@@ -68,7 +68,7 @@ class JobRecord:
     finished_at: datetime | None = None
 
     def to_json(self) -> dict[str, Any]:
-        """The job JSON of CONTRACT.md section 2."""
+        """The job JSON (docs/http-api.md)."""
         job_id = self.id
         return {
             "id": job_id,

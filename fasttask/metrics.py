@@ -6,7 +6,7 @@ turns them into metric families when Prometheus scrapes (a custom collector, as 
 figures kept elsewhere). The API process counts on its event loop thread without locks; a worker's lanes
 (threads) count through `JobMetrics.started` / `JobMetrics.ended`, which take a lock.
 
-The names and labels are part of the contract (docs/operations.md):
+The names and labels are stable and documented in docs/operations.md:
 
     fasttask_jobs_submitted_total{endpoint}         fasttask_jobs_rejected_total{endpoint,reason}
     fasttask_jobs_finished_total{endpoint,status}   fasttask_job_wait_seconds{endpoint} (histogram)

@@ -24,7 +24,7 @@ def json_response(payload: Any, status_code: int = 200, headers: dict[str, str] 
 
 
 def error_response(exc: Exception) -> Response | None:
-    """The contract's answer for one of our errors, or None for anything else."""
+    """The documented answer (docs/http-api.md) to one of our errors, or None for anything else."""
     if isinstance(exc, FastTaskError):
         headers = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, QueueFull) else None
         return json_response({"detail": exc.detail}, exc.status_code, headers)

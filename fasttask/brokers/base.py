@@ -11,6 +11,7 @@ from typing import Any, Literal
 from ..errors import InvalidInput
 from ..jobs import JobRecord, JobStatus, isoformat, utcnow
 from ..loops import LoopHealth
+from ..series import MinuteStats
 from ..tasks import TaskDef
 
 MAX_PAGE = 200
@@ -187,3 +188,9 @@ class Broker(ABC):
     @abstractmethod
     async def recent(self, window_s: float) -> dict[str, dict[str, int]]:
         """Per endpoint, how many jobs reached each final status in the last `window_s` seconds."""
+
+    async def history(self, minutes: int) -> dict[str, list[MinuteStats | None]] | None:
+        """Per endpoint and minute (oldest first, the current one last), the jobs that ended and their wait and
+        run times, read from shared state. None (the default) when the jobs run in this process, whose own
+        counters serve the dashboard's charts instead."""
+        return None

@@ -34,6 +34,7 @@ from ..loops import Backoff, LoopHealth, run_forever
 from ..metrics import JobMetrics
 from ..redis_cleanup import CLEANUP_INTERVAL_S, clean_up_abandoned, sweep_storage
 from ..redis_records import RECORD_FIELDS, record_from_redis, rq_timestamp
+from ..series import MinuteStats
 from ..settings import Settings
 from ..storage import ObjectStore
 from ..tasks import TaskDef
@@ -236,6 +237,9 @@ class RedisBroker(Broker):
 
     async def recent(self, window_s: float) -> dict[str, dict[str, int]]:
         return await self._views.recent(window_s)
+
+    async def history(self, minutes: int) -> dict[str, list[MinuteStats | None]]:
+        return await self._views.history(minutes)
 
     # -- internals ---------------------------------------------------------------------------------
     def _job_fields(self, task: TaskDef, queue: str, record: JobRecord, params: dict[str, Any]) -> dict[str, Any]:

@@ -15,12 +15,15 @@ import redis.asyncio as aioredis
 from .. import redis_layout as layout
 from ..jobs import JobRecord, JobStatus
 from ..redis_records import RECORD_FIELDS, parse_rq_timestamp, record_from_redis
+from ..series import MINUTE_S, MinuteStats, percentile
 from ..tasks import TaskDef
 from .base import JobPage, QueueInfo, WorkerInfo, activity_us, decode_cursor, encode_cursor, unix_us
 
 T = TypeVar("T")
 
 ABANDONED_SCORE_MARGIN_S = 60
+SAMPLED_PER_MINUTE = 25
+"""The dashboard's wait and run percentiles read the newest this many jobs per minute, endpoint and registry."""
 """Final registries are scored by expiry (end + result_ttl); an entry scored further ahead than
 now + result_ttl + this was put there by RQ's own cleanup (failure_ttl, a year), not by fasttask."""
 
@@ -215,6 +218,73 @@ class RedisViews:
             path: dict(zip(("finished", "failed", "cancelled"), counts[3 * i : 3 * i + 3], strict=True))
             for i, path in enumerate(self._queues)
         }
+
+    async def history(self, minutes: int) -> dict[str, list[MinuteStats | None]]:
+        """Per endpoint and minute (oldest first, the current one last): the jobs that ended, counted in RQ's
+        registries, and wait and run percentiles from a sample of them (SAMPLED_PER_MINUTE per registry)."""
+        now = time.time()
+        first = (int(now // MINUTE_S) - minutes + 1) * MINUTE_S
+        spans = [(first + i * MINUTE_S, first + (i + 1) * MINUTE_S) for i in range(minutes)]
+        pipe = self._redis.pipeline(transaction=False)
+        for path, queue in self._queues.items():
+            ttl = math.ceil(self._tasks[path].result_ttl_s)  # final registries are scored by end + result_ttl
+            for start, end in spans:
+                pipe.zcount(layout.finished_registry_key(queue), start + ttl, f"({end + ttl}")
+                pipe.zcount(layout.failed_registry_key(queue), start + ttl, f"({end + ttl}")
+                pipe.zcount(layout.canceled_registry_key(queue), start, f"({end}")
+                for registry in (layout.finished_registry_key(queue), layout.failed_registry_key(queue)):
+                    pipe.zrevrangebyscore(registry, f"({end + ttl}", start + ttl, start=0, num=SAMPLED_PER_MINUTE)
+        replies = iter(await self._guard(pipe.execute()))
+        counts: dict[str, list[tuple[int, int, int]]] = {}
+        sampled: list[str] = []
+        for path in self._queues:
+            counts[path] = []
+            for _ in spans:
+                counts[path].append((next(replies), next(replies), next(replies)))
+                for _registry in range(2):
+                    sampled += [as_bytes(member).decode().split(":", 1)[0] for member in next(replies)]
+        times = await self._times(sampled)
+        waits: dict[tuple[str, int], list[float]] = {}
+        runs: dict[tuple[str, int], list[float]] = {}
+        for endpoint, waited, ran, ended in times:
+            slot = (endpoint, int((ended - first) // MINUTE_S))
+            if waited is not None:
+                waits.setdefault(slot, []).append(waited)
+            runs.setdefault(slot, []).append(ran)
+        history: dict[str, list[MinuteStats | None]] = {}
+        for path in self._queues:
+            history[path] = []
+            for index, (finished, failed, cancelled) in enumerate(counts[path]):
+                wait, run = waits.get((path, index), []), runs.get((path, index), [])
+                history[path].append(
+                    MinuteStats(
+                        finished=finished,
+                        failed=failed,
+                        cancelled=cancelled,
+                        wait_p50=percentile(wait, 0.5),
+                        wait_p95=percentile(wait, 0.95),
+                        run_p50=percentile(run, 0.5),
+                        run_p95=percentile(run, 0.95),
+                    )
+                )
+        return history
+
+    async def _times(self, job_ids: list[str]) -> list[tuple[str, float | None, float, float]]:
+        """(endpoint, seconds waited, seconds run, end as unix seconds) of ended jobs that had started."""
+        if not job_ids:
+            return []
+        pipe = self._redis.pipeline(transaction=False)
+        for job_id in job_ids:
+            pipe.hmget(layout.job_key(job_id), layout.F_ENDPOINT, "enqueued_at", "started_at", "ended_at")
+        out = []
+        for endpoint, enqueued, started, ended in await self._guard(pipe.execute()):
+            start, end = parse_rq_timestamp(started), parse_rq_timestamp(ended)
+            if endpoint is None or start is None or end is None:
+                continue  # gone since, or never started (cancelled while queued)
+            queued_at = parse_rq_timestamp(enqueued)
+            waited = (start - queued_at).total_seconds() if queued_at is not None else None
+            out.append((as_bytes(endpoint).decode(), waited, (end - start).total_seconds(), end.timestamp()))
+        return out
 
 
 def as_bytes(value: bytes | str) -> bytes:

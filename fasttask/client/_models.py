@@ -18,7 +18,7 @@ content: <base64>}`) into an object that gives its content."""
 
 
 def parse_job(data: Any, wrap_file: FileWrapper) -> JobState:
-    """The job JSON of CONTRACT.md section 2 as a JobState."""
+    """The job JSON (docs/http-api.md) as a JobState."""
     if not isinstance(data, dict) or not isinstance(data.get("id"), str):
         raise ClientError(f"the service did not answer with a job: {str(data)[:200]!r}")
     try:

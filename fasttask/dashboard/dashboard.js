@@ -3,7 +3,11 @@
 "use strict";
 
 const REFRESH_MS = 1000;
+const SERIES_MS = 5000; // the charts have one point a minute: no need to redraw them every second
 const JOB_ROWS = 30;
+const SVG = "http://www.w3.org/2000/svg"; // the SVG namespace name, not a URL that is fetched
+const CHART_W = 150;
+const CHART_H = 36;
 const KEY_STORE = "fasttask-api-key";
 const FINAL = new Set(["finished", "failed", "cancelled", "timeout"]);
 
@@ -13,6 +17,9 @@ const view = {
   status: "",
   clockSkewMs: 0,
   timer: null,
+  seriesTimer: null,
+  cursors: [], // the cursor of each page past the newest one, in the order they were opened
+  nextCursor: null,
 };
 
 const $ = (id) => document.getElementById(id);
@@ -102,7 +109,8 @@ function renderState(state) {
         el("td", {}, el("code", { text: w.name })),
         el("td", { text: w.endpoints.join(", ") }),
         el("td", {}, badge(w.state)),
-        el("td", {}, ...w.current_jobs.map((id) => jobLink(id, id.slice(0, 12)))),
+        // one link per job, each on its own line: a worker may run several at once (FTAPI_CONCURRENCY)
+        el("td", { class: "current-jobs" }, ...w.current_jobs.flatMap((id, i) => [i ? " " : "", jobLink(id, id.slice(0, 12))])),
         el("td", { class: "num", text: seconds(w.heartbeat_age_s) }),
       ),
     ),
@@ -126,6 +134,10 @@ function jobLink(id, label) {
 }
 
 function renderJobs(page) {
+  view.nextCursor = page.next_cursor;
+  $("older").disabled = !page.next_cursor;
+  $("newer").disabled = view.cursors.length === 0;
+  $("page-label").textContent = view.cursors.length === 0 ? "newest" : `page ${view.cursors.length + 1}`;
   replaceRows(
     "jobs",
     page.jobs.map((job) => {
@@ -200,6 +212,7 @@ async function refresh() {
   const params = new URLSearchParams({ limit: JOB_ROWS });
   if (view.endpoint) params.set("endpoint", view.endpoint);
   if (view.status) params.set("status", view.status);
+  if (view.cursors.length) params.set("cursor", view.cursors[view.cursors.length - 1]);
   try {
     const [stateResponse, jobsResponse] = await Promise.all([api("dashboard/state"), api("jobs?" + params)]);
     if (!stateResponse.ok) throw new Error(`dashboard/state answered ${stateResponse.status}`);
@@ -220,6 +233,126 @@ function refreshSoon(delay) {
   view.timer = setTimeout(refresh, delay);
 }
 
+// -- charts: hand-drawn SVG, one small chart per endpoint and figure -----------------------------------
+
+function svg(tag, attrs = {}) {
+  const node = document.createElementNS(SVG, tag);
+  for (const [name, value] of Object.entries(attrs)) node.setAttribute(name, String(value));
+  return node;
+}
+
+function chart(kind, endpoint, lines, bars) {
+  // lines: [{name, values}] drawn as paths; bars: [{name, values}] stacked as columns. null = no data.
+  const all = [...lines, ...bars];
+  const n = Math.max(...all.map((l) => l.values.length), 1);
+  const stacked = bars.length ? bars[0].values.map((_, i) => bars.reduce((sum, b) => sum + (b.values[i] || 0), 0)) : [];
+  const top = Math.max(1e-9, ...stacked, ...lines.flatMap((l) => l.values.filter((v) => v !== null)));
+  const step = CHART_W / n;
+  const y = (v) => CHART_H - 1 - (v / top) * (CHART_H - 3);
+  const node = svg("svg", { class: "chart", width: CHART_W, height: CHART_H, viewBox: `0 0 ${CHART_W} ${CHART_H}` });
+  node.setAttribute("data-chart", kind);
+  node.setAttribute("data-endpoint", endpoint);
+  node.append(svg("line", { class: "axis", x1: 0, x2: CHART_W, y1: CHART_H - 0.5, y2: CHART_H - 0.5 }));
+  const below = new Array(n).fill(0);
+  for (const bar of bars) {
+    const group = svg("g", { class: bar.name, "data-series": bar.name, "data-values": bar.values.map((v) => v ?? "").join(",") });
+    bar.values.forEach((v, i) => {
+      if (!v) return;
+      const height = (v / top) * (CHART_H - 3);
+      group.append(svg("rect", { x: i * step + 1, width: Math.max(1, step - 2), y: y(below[i] + v), height }));
+      below[i] += v;
+    });
+    node.append(group);
+  }
+  for (const line of lines) {
+    let d = "";
+    let drawing = false;
+    line.values.forEach((v, i) => {
+      if (v === null) {
+        drawing = false;
+        return;
+      }
+      d += `${drawing ? "L" : "M"}${(i * step + step / 2).toFixed(1)},${y(v).toFixed(1)}`;
+      drawing = true;
+    });
+    const path = svg("path", { class: line.name, d: d || "M0,0", "data-series": line.name });
+    path.setAttribute("data-values", line.values.map((v) => v ?? "").join(","));
+    node.append(path);
+    line.values.forEach((v, i) => {
+      // a point with no neighbour draws no line: show it as a dot
+      const alone = v !== null && (line.values[i - 1] ?? null) === null && (line.values[i + 1] ?? null) === null;
+      if (alone) node.append(svg("circle", { class: line.name, cx: i * step + step / 2, cy: y(v), r: 1.8 }));
+    });
+  }
+  const title = svg("title");
+  title.textContent = `${endpoint}: the last ${n} minutes; the top of the chart is ${round(top)}`;
+  node.append(title);
+  return node;
+}
+
+function round(value) {
+  return value >= 10 ? Math.round(value) : Number(value.toPrecision(2));
+}
+
+function last(values) {
+  for (let i = values.length - 1; i >= 0; i--) if (values[i] !== null) return values[i];
+  return null;
+}
+
+function chartCell(node, label) {
+  return el("td", {}, node, el("span", { class: "chart-label", text: label }));
+}
+
+function renderSeries(series) {
+  replaceRows(
+    "charts",
+    Object.entries(series.endpoints).map(([endpoint, f]) => {
+      const count = (v) => (v === null ? "–" : v);
+      const time = (v) => (v === null ? "–" : seconds(v));
+      return el(
+        "tr",
+        { "data-endpoint": endpoint },
+        el("td", {}, el("code", { text: endpoint })),
+        chartCell(
+          chart("jobs", endpoint, [], [{ name: "finished", values: f.finished }, { name: "failed", values: f.failed }]),
+          `${count(last(f.finished))} / ${count(last(f.failed))}`,
+        ),
+        chartCell(
+          chart("depth", endpoint, [{ name: "queued", values: f.queued }, { name: "running", values: f.running }], []),
+          `${count(last(f.queued))} / ${count(last(f.running))}`,
+        ),
+        chartCell(
+          chart("wait", endpoint, [{ name: "p50", values: f.wait_p50 }, { name: "p95", values: f.wait_p95 }], []),
+          `${time(last(f.wait_p50))} / ${time(last(f.wait_p95))}`,
+        ),
+        chartCell(
+          chart("run", endpoint, [{ name: "p50", values: f.run_p50 }, { name: "p95", values: f.run_p95 }], []),
+          `${time(last(f.run_p50))} / ${time(last(f.run_p95))}`,
+        ),
+      );
+    }),
+  );
+}
+
+async function refreshSeries() {
+  clearTimeout(view.seriesTimer);
+  try {
+    const response = await api("dashboard/series");
+    if (!response.ok) throw new Error(`dashboard/series answered ${response.status}`);
+    renderSeries(await response.json());
+  } catch (error) {
+    if (error instanceof Unauthorized) return; // refresh() asks for the key, then starts this again
+  }
+  clearTimeout(view.seriesTimer); // one loop, even when a call started while another was on its way
+  view.seriesTimer = setTimeout(refreshSeries, SERIES_MS);
+}
+
+function turnPage(older) {
+  if (older && view.nextCursor) view.cursors.push(view.nextCursor);
+  else if (!older) view.cursors.pop();
+  refreshSoon(0);
+}
+
 document.addEventListener("DOMContentLoaded", () => {
   $("key-form").addEventListener("submit", (event) => {
     event.preventDefault();
@@ -227,6 +360,7 @@ document.addEventListener("DOMContentLoaded", () => {
     $("key-input").value = "";
     sessionStorage.setItem(KEY_STORE, view.key);
     refreshSoon(0);
+    refreshSeries();
   });
   $("forget-key").addEventListener("click", () => {
     sessionStorage.removeItem(KEY_STORE);
@@ -235,14 +369,19 @@ document.addEventListener("DOMContentLoaded", () => {
   });
   $("filter-endpoint").addEventListener("change", (event) => {
     view.endpoint = event.target.value;
+    view.cursors = [];
     refreshSoon(0);
   });
   $("filter-status").addEventListener("change", (event) => {
     view.status = event.target.value;
+    view.cursors = [];
     refreshSoon(0);
   });
+  $("older").addEventListener("click", () => turnPage(true));
+  $("newer").addEventListener("click", () => turnPage(false));
   $("job-panel-close").addEventListener("click", () => {
     $("job-panel").hidden = true;
   });
   refreshSoon(0);
+  refreshSeries();
 });
