@@ -119,6 +119,14 @@ def make_app(probe: Probe | None = None, **settings: Any) -> FastTaskAPI:
             job_progress.set_status((i + 1) / n, f"part {i}")
             yield f"part {i}"
 
+    @app.task_endpoint("/async_stream_slowly")
+    async def async_stream_slowly(job_progress: JobProgress, n: int = 3) -> AsyncIterator[str]:
+        """Like /stream_slowly, but its yields and its end all come in one tick of the event loop."""
+        await asyncio.to_thread(probe.release.wait, 5)
+        for i in range(n):
+            job_progress.set_status((i + 1) / n, f"part {i}")
+            yield f"part {i}"
+
     @app.task_endpoint("/thumbnail")
     def thumbnail(image: ImageFile, note: str = "") -> ImageFile:
         data = image.to_bytes()

@@ -287,11 +287,16 @@ class LocalBroker(Broker):
             url = f"/jobs/{job.record.id}/files/{len(job.files) - 1}"
             return {"file_name": media.file_name, "content_type": media.content_type, "size": media.size, "url": url}
 
+        if job.task.kind in (TaskKind.ASYNC, TaskKind.ASYNC_GENERATOR):
+            # On the loop already: add each output at once. Scheduling it would let the job's end, which
+            # can come in the same tick as its last yield, overtake it and drop it.
+            return await run_async(job.task, job.params, progress, store_file, lambda v: self._add_output(job, v))
+
         def on_output(value: Any) -> None:
+            # From the task's thread. The loop runs these in order, and the job's end (the executor
+            # future's result, scheduled the same way once the task returns) only after them.
             loop.call_soon_threadsafe(self._add_output, job, value)
 
-        if job.task.kind in (TaskKind.ASYNC, TaskKind.ASYNC_GENERATOR):
-            return await run_async(job.task, job.params, progress, store_file, on_output)
         return await loop.run_in_executor(
             self._executor, run_sync, job.task, job.params, progress, store_file, on_output
         )
