@@ -211,12 +211,13 @@ class QueueSnapshot:
         self.queues: list[QueueInfo] = []
 
     def collect(self) -> Iterator[Metric]:
-        jobs = GaugeMetricFamily("fasttask_queue_jobs", "Jobs waiting and running", labels=["endpoint", "state"])
+        jobs = GaugeMetricFamily("fasttask_queue_jobs", "Jobs per state now", labels=["endpoint", "state"])
         limit = GaugeMetricFamily("fasttask_queue_limit", "The endpoint's queue_size", labels=["endpoint"])
         workers = GaugeMetricFamily("fasttask_workers", "Live workers serving the endpoint", labels=["endpoint"])
         for info in self.queues:
             jobs.add_metric([info.endpoint, "queued"], info.queued)
             jobs.add_metric([info.endpoint, "running"], info.running)
+            jobs.add_metric([info.endpoint, "stopping"], info.stopping)
             limit.add_metric([info.endpoint], info.queue_size)
             workers.add_metric([info.endpoint], len(info.workers))
         yield from (jobs, limit, workers)

@@ -75,6 +75,13 @@ def make_app(probe: Probe | None = None, **settings: Any) -> FastTaskAPI:
         probe.release.wait(10)
         return "late result"
 
+    @app.task_endpoint("/stubborn", timeout=0.3)
+    def stubborn() -> str:
+        """Passes its timeout and never reports: its thread stays busy until the test releases it."""
+        probe.started.set()
+        probe.release.wait(10)
+        return "too late"
+
     @app.task_endpoint("/slow", timeout=0.3)
     def slow(job_progress: JobProgress) -> str:
         try:

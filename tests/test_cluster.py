@@ -308,10 +308,15 @@ def test_a_task_that_cannot_be_interrupted_gets_its_process_replaced(cluster: Cl
     job = submit(url, "/stubborn", key="s")
     done = final(url, job["id"], timeout_s=30)
     assert done["status"] == "timeout"
+    # until the process is replaced, its slot shows as stopping, not as a running job
+    stubborn = next(q for q in httpx.get(f"{url}/queues").json()["queues"] if q["endpoint"] == "/stubborn")
+    assert (stubborn["running"], stubborn["stopping"]) == (0, 1)
     # the worker replaces itself (same pid, new RQ worker), then goes on with the next job
     later = submit(url, "/echo", n=4)
     assert final(url, later["id"], timeout_s=60)["result"] == 8
     assert worker.poll() is None
+    stubborn = next(q for q in httpx.get(f"{url}/queues").json()["queues"] if q["endpoint"] == "/stubborn")
+    assert (stubborn["running"], stubborn["stopping"]) == (0, 0)
     with cluster.client() as connection:
         names_after = {member.decode() for member in connection.smembers("rq:workers")}
     assert names_after and names_after.isdisjoint(name_before)

@@ -52,6 +52,8 @@ class _LocalJob:
     runner: asyncio.Task[None] | None = None
     timer: asyncio.TimerHandle | None = None
     pending_progress: tuple[float, str | None] | None = None
+    stopping: bool = False
+    """Cancelled or timed out while running, and its code has not returned yet."""
 
 
 class RecentCounts:
@@ -102,6 +104,7 @@ class LocalBroker(Broker):
         self._waiting: deque[_LocalJob] = deque()
         self._waiting_count: Counter[str] = Counter()
         self._running_count: Counter[str] = Counter()
+        self._stopping_count: Counter[str] = Counter()
         self._free_slots = self._concurrency
         self._executor: ThreadPoolExecutor | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -184,7 +187,14 @@ class LocalBroker(Broker):
     async def queues(self) -> list[QueueInfo]:
         worker = {"name": f"embedded-{os.getpid()}", "concurrency": self._concurrency}
         return [
-            QueueInfo(path, self._waiting_count[path], self._running_count[path], task.queue_size, [worker])
+            QueueInfo(
+                path,
+                self._waiting_count[path],
+                self._running_count[path],
+                task.queue_size,
+                [worker],
+                self._stopping_count[path],
+            )
             for path, task in self._tasks.items()
         ]
 
@@ -274,7 +284,7 @@ class LocalBroker(Broker):
         finally:
             # The slot frees only when the code really stopped: a cancelled sync task keeps its thread.
             self._free_slots += 1
-            self._running_count[task.path] -= 1
+            (self._stopping_count if job.stopping else self._running_count)[task.path] -= 1
             self._running_ids.discard(job.record.id)
             self._dispatch()
 
@@ -326,6 +336,10 @@ class LocalBroker(Broker):
 
     def _stop(self, job: _LocalJob, status: JobStatus, error: dict[str, str] | None) -> None:
         job.stop.set()
+        if job.record.status is JobStatus.RUNNING:  # its slot stays taken until the code returns
+            job.stopping = True
+            self._running_count[job.task.path] -= 1
+            self._stopping_count[job.task.path] += 1
         self._finish(job, status, None, error)
         if job.runner is not None and job.task.kind in (TaskKind.ASYNC, TaskKind.ASYNC_GENERATOR):
             job.runner.cancel()
