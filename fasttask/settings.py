@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -15,6 +16,8 @@ QueueKind = Literal["local", "redis"]
 LogFormat = Literal["text", "json"]
 
 _TRUE = {"1", "true", "yes", "on"}
+_ORIGIN = re.compile(r"[a-z][a-z0-9+.-]*://[^/\s]+", re.IGNORECASE)
+"""What a browser sends as `Origin`: a scheme and a host (and port), never a path or a trailing slash."""
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,8 @@ class Settings:
     """Count jobs and requests and serve them at /metrics (FTAPI_METRICS=0 turns both off)."""
     log_format: LogFormat = "text"
     """`json`: one JSON object per log line, with job ids (FTAPI_LOG_FORMAT)."""
+    cors_origins: tuple[str, ...] = ()
+    """Origins browsers may call the API from (`*`: any); empty: no CORS headers (FTAPI_CORS_ORIGINS, commas)."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -95,6 +100,8 @@ class Settings:
                 values[key] = value.lower() in _TRUE
         if (value := get("LOG_FORMAT")) is not None:
             values["log_format"] = value.lower()
+        if (value := get("CORS_ORIGINS")) is not None:
+            values["cors_origins"] = tuple(origin.strip() for origin in value.split(",") if origin.strip())
         queue = get("QUEUE")
         if queue is not None:
             values["queue"] = queue.lower()
@@ -123,3 +130,11 @@ class Settings:
             raise ConfigError("FTAPI_CONCURRENCY must be at least 1")
         if self.max_file_mb <= 0:
             raise ConfigError("FTAPI_MAX_FILE_MB must be positive")
+        if isinstance(self.cors_origins, str):
+            raise ConfigError("cors_origins must be a list of origins, not one string")
+        for origin in self.cors_origins:
+            if origin != "*" and not _ORIGIN.fullmatch(origin):
+                raise ConfigError(
+                    f"FTAPI_CORS_ORIGINS: {origin!r} is not an origin: give scheme://host[:port] without a path "
+                    "(https://app.example.com), or *"
+                )
