@@ -66,7 +66,7 @@ def build_asgi(service: FastTaskAPI, api: FastAPI) -> ASGIApp:
         app = ApiKeyMiddleware(app, api_key=settings.api_key)
     if settings.cors_origins:
         app = with_cors(app, settings.cors_origins)
-    user_middleware = [*service.middleware, *api.user_middleware]
+    user_middleware = [*service.added_middleware, *api.user_middleware]
     if user_middleware:
         api.user_middleware = []  # they wrap everything above instead, so each sees every request once
         app = with_user_middleware(app, api, user_middleware)

@@ -40,7 +40,7 @@ class FastTaskAPI:
         self._setup_hooks: list[Callable[[], Any]] = []
         self._setup_done = False
         self._setup_lock = threading.Lock()
-        self.middleware: list[Middleware] = []
+        self.added_middleware: list[Middleware] = []
         """Added with `add_middleware`, outermost first."""
         self._asgi: ASGIApp | None = None
         self._fastapi: FastAPI | None = None
@@ -119,7 +119,7 @@ class FastTaskAPI:
         (Starlette's middleware); the last one added is the outermost. Call it before the app serves."""
         if self._asgi is not None:
             raise ConfigError("middleware must be added before the app starts serving")
-        self.middleware.insert(0, Middleware(middleware_class, *args, **kwargs))
+        self.added_middleware.insert(0, Middleware(middleware_class, *args, **kwargs))
 
     # -- serving -----------------------------------------------------------------------------------
     @property

@@ -296,10 +296,13 @@ class HttpMetricsMiddleware:
 
     def _template(self, scope: Scope) -> str:
         route = scope.get("route")
-        if route is None:  # refused before routing (401): find the route the way the router would
+        if route is None:  # refused or answered before routing (401, a CORS preflight): find the route's path
             from starlette.routing import Match
 
-            route = next((r for r in self.api.router.routes if r.matches(scope)[0] is Match.FULL), None)
+            matches = [(r.matches(scope)[0], r) for r in self.api.router.routes]
+            full = [r for match, r in matches if match is Match.FULL]
+            partial = [r for match, r in matches if match is Match.PARTIAL]  # the path, another method's route
+            route = (full or partial or [None])[0]
         path = getattr(route, "path", None)
         if not isinstance(path, str):
             return UNMATCHED_ROUTE

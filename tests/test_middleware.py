@@ -108,12 +108,16 @@ def test_middleware_order_request_app_and_refused_requests(live_server: StartSer
 
 
 def test_a_cors_middleware_answers_on_the_routes_a_front_end_calls(live_server: StartServer) -> None:
-    app = make_app()
-    app.fastapi.add_middleware(CORSMiddleware, allow_origins=[FRONT])
+    app = make_app(api_key="k")
+    app.fastapi.add_middleware(CORSMiddleware, allow_origins=[FRONT], allow_methods=["*"], allow_headers=["*"])
     server = live_server(app)
-    with server.client(headers={"Origin": FRONT}) as client:
+    with server.client(headers={"Origin": FRONT, "X-API-Key": "k"}) as client:
         for response in traced_calls(client):
             assert response.headers.get("access-control-allow-origin") == FRONT, response.request.url
+    with server.client() as client:  # it wraps the API-key check: preflights (which carry no key) pass
+        answer = preflight(client, "/make_fries")
+        assert answer.status_code == 200
+        assert answer.headers["access-control-allow-origin"] == FRONT
 
 
 class Broken:
@@ -187,6 +191,10 @@ def test_cors_origins_setting_with_an_api_key(live_server: StartServer) -> None:
         assert stranger.status_code == 202
         assert "access-control-allow-origin" not in stranger.headers
         assert preflight(client, "/make_fries", origin="https://evil.example").status_code == 400
+        # preflights count under their route, not as paths no route serves
+        metrics = client.get("/metrics", headers=key).text
+        assert 'fasttask_http_requests_total{code="200",method="OPTIONS",route="/make_fries"} 1.0' in metrics
+        assert 'fasttask_http_requests_total{code="200",method="OPTIONS",route="/jobs/{id}/cancel"} 1.0' in metrics
 
 
 def test_cors_for_any_origin_from_the_environment(live_server: StartServer) -> None:
