@@ -27,6 +27,7 @@ from .hotpath import HotPath, parse_wait
 from .jobs import JobRecord, JobStatus, isoformat, utcnow
 from .logs import configure_api_logging
 from .metrics import CONTENT_TYPE, HttpMetricsMiddleware, Metrics
+from .middleware import with_cors, with_user_middleware
 from .openapi import install_openapi
 from .params import InputLimits, read_params
 from .ranges import byte_range
@@ -52,10 +53,9 @@ DASHBOARD_CSP = (
 )
 
 
-def build_asgi(service: FastTaskAPI) -> tuple[ASGIApp, FastAPI]:
-    """The ASGI app serving `service`, and the FastAPI application inside it."""
+def build_asgi(service: FastTaskAPI, api: FastAPI) -> ASGIApp:
+    """The ASGI app serving `service`: `api` (from `build_api`) inside the layers `middleware.py` describes."""
     settings = service.settings
-    api = build_api(service)
     broker: Broker = api.state.broker
     metrics: Metrics | None = api.state.metrics
     limits = input_limits(settings)
@@ -66,10 +66,16 @@ def build_asgi(service: FastTaskAPI) -> tuple[ASGIApp, FastAPI]:
     app: ASGIApp = HotPath(api, routes, _read_job_route(broker))
     if settings.api_key:
         app = ApiKeyMiddleware(app, api_key=settings.api_key)
+    if settings.cors_origins:
+        app = with_cors(app, settings.cors_origins)
+    user_middleware = [*service.added_middleware, *api.user_middleware]
+    if user_middleware:
+        api.user_middleware = []  # they wrap everything above instead, so each sees every request once
+        app = with_user_middleware(app, api, user_middleware)
     if metrics is not None and metrics.http is not None:
         # outermost, so requests refused by the API-key check and hot-path requests are counted too
         app = HttpMetricsMiddleware(app, metrics.http, api, routes)
-    return app, api
+    return app
 
 
 def build_api(service: FastTaskAPI) -> FastAPI:

@@ -10,6 +10,7 @@ import typing
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .errors import ConfigError
@@ -39,6 +40,8 @@ class FastTaskAPI:
         self._setup_hooks: list[Callable[[], Any]] = []
         self._setup_done = False
         self._setup_lock = threading.Lock()
+        self.added_middleware: list[Middleware] = []
+        """Added with `add_middleware`, outermost first."""
         self._asgi: ASGIApp | None = None
         self._fastapi: FastAPI | None = None
 
@@ -111,21 +114,32 @@ class FastTaskAPI:
         finally:
             self._setup_lock.release()
 
+    def add_middleware(self, middleware_class: Callable[..., ASGIApp], *args: Any, **kwargs: Any) -> None:
+        """Wrap every route, task submits and job reads included, in `middleware_class(app, *args, **kwargs)`
+        (Starlette's middleware); the last one added is the outermost. Call it before the app serves."""
+        if self._asgi is not None:
+            raise ConfigError("middleware must be added before the app starts serving")
+        self.added_middleware.insert(0, Middleware(middleware_class, *args, **kwargs))
+
     # -- serving -----------------------------------------------------------------------------------
     @property
     def asgi(self) -> ASGIApp:
-        """The ASGI application serving this service, built on first use."""
+        """The ASGI application serving this service, built on first use (its first request or lifespan):
+        the middleware added by then is part of it."""
         if self._asgi is None:
             from .api import build_asgi
 
-            self._asgi, self._fastapi = build_asgi(self)
+            self._asgi = build_asgi(self, self.fastapi)
         return self._asgi
 
     @property
     def fastapi(self) -> FastAPI:
-        """The FastAPI application inside: add your own routes or middleware to it before serving."""
-        self.asgi  # noqa: B018 - builds both
-        assert self._fastapi is not None
+        """The FastAPI application inside: add your own routes or middleware to it before serving (its
+        middleware wraps every route, like `add_middleware`'s)."""
+        if self._fastapi is None:
+            from .api import build_api
+
+            self._fastapi = build_api(self)
         return self._fastapi
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -143,7 +157,7 @@ class FastTaskAPI:
         uvicorn.run(self, host=host or self.settings.host, port=port or self.settings.port, log_level="info")
 
     def _check_not_built(self) -> None:
-        if self._asgi is not None:
+        if self._fastapi is not None:
             raise ConfigError("endpoints must be declared before the app starts serving")
 
 

@@ -213,12 +213,13 @@ class QueueSnapshot:
         self.queues: list[QueueInfo] = []
 
     def collect(self) -> Iterator[Metric]:
-        jobs = GaugeMetricFamily("fasttask_queue_jobs", "Jobs waiting and running", labels=["endpoint", "state"])
+        jobs = GaugeMetricFamily("fasttask_queue_jobs", "Jobs per state now", labels=["endpoint", "state"])
         limit = GaugeMetricFamily("fasttask_queue_limit", "The endpoint's queue_size", labels=["endpoint"])
         workers = GaugeMetricFamily("fasttask_workers", "Live workers serving the endpoint", labels=["endpoint"])
         for info in self.queues:
             jobs.add_metric([info.endpoint, "queued"], info.queued)
             jobs.add_metric([info.endpoint, "running"], info.running)
+            jobs.add_metric([info.endpoint, "stopping"], info.stopping)
             limit.add_metric([info.endpoint], info.queue_size)
             workers.add_metric([info.endpoint], len(info.workers))
         yield from (jobs, limit, workers)
@@ -301,10 +302,13 @@ class HttpMetricsMiddleware:
 
     def _template(self, scope: Scope) -> str:
         route = scope.get("route")
-        if route is None:  # refused before routing (401): find the route the way the router would
+        if route is None:  # refused or answered before routing (401, a CORS preflight): find the route's path
             from starlette.routing import Match
 
-            route = next((r for r in self.api.router.routes if r.matches(scope)[0] is Match.FULL), None)
+            matches = [(r.matches(scope)[0], r) for r in self.api.router.routes]
+            full = [r for match, r in matches if match is Match.FULL]
+            partial = [r for match, r in matches if match is Match.PARTIAL]  # the path, another method's route
+            route = (full or partial or [None])[0]
         path = getattr(route, "path", None)
         if not isinstance(path, str):
             return UNMATCHED_ROUTE

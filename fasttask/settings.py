@@ -6,6 +6,7 @@ import dataclasses
 import importlib.util
 import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -18,6 +19,8 @@ LogFormat = Literal["text", "json"]
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
+_ORIGIN = re.compile(r"[a-z][a-z0-9+.-]*://[^/\s]+", re.IGNORECASE)
+"""What a browser sends as `Origin`: a scheme and a host (and port), never a path or a trailing slash."""
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,8 @@ class Settings:
     """Count jobs and requests and serve them at /metrics (FTAPI_METRICS=0 turns both off)."""
     log_format: LogFormat = "text"
     """`json`: one JSON object per log line, with job ids (FTAPI_LOG_FORMAT)."""
+    cors_origins: tuple[str, ...] = ()
+    """Origins browsers may call the API from (`*`: any); empty: no CORS headers (FTAPI_CORS_ORIGINS, commas)."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -99,6 +104,8 @@ class Settings:
                 values[key] = _flag(f"FTAPI_{name}", value)
         if (value := get("LOG_FORMAT")) is not None:
             values["log_format"] = value.lower()
+        if (value := get("CORS_ORIGINS")) is not None:
+            values["cors_origins"] = tuple(origin.strip() for origin in value.split(",") if origin.strip())
         queue = get("QUEUE")
         if queue is not None:
             values["queue"] = queue.lower()
@@ -136,6 +143,14 @@ class Settings:
                 raise ConfigError(f"{name} must be a finite number of at least 0, not {number}")
         if self.max_file_mb <= 0:
             raise ConfigError("FTAPI_MAX_FILE_MB must be positive")
+        if isinstance(self.cors_origins, str):
+            raise ConfigError("cors_origins must be a list of origins, not one string")
+        for origin in self.cors_origins:
+            if origin != "*" and not _ORIGIN.fullmatch(origin):
+                raise ConfigError(
+                    f"FTAPI_CORS_ORIGINS: {origin!r} is not an origin: give scheme://host[:port] without a path "
+                    "(https://app.example.com), or *"
+                )
         if self.queue == "redis" and self.backend == "fastapi":
             _require_redis_extra()
 

@@ -75,6 +75,13 @@ def make_app(probe: Probe | None = None, **settings: Any) -> FastTaskAPI:
         probe.release.wait(10)
         return "late result"
 
+    @app.task_endpoint("/stubborn", timeout=0.3)
+    def stubborn() -> str:
+        """Passes its timeout and never reports: its thread stays busy until the test releases it."""
+        probe.started.set()
+        probe.release.wait(10)
+        return "too late"
+
     @app.task_endpoint("/slow", timeout=0.3)
     def slow(job_progress: JobProgress) -> str:
         try:
@@ -116,6 +123,14 @@ def make_app(probe: Probe | None = None, **settings: Any) -> FastTaskAPI:
     def stream_slowly(job_progress: JobProgress, n: int = 3) -> Iterator[str]:
         for i in range(n):
             probe.release.wait(5)
+            job_progress.set_status((i + 1) / n, f"part {i}")
+            yield f"part {i}"
+
+    @app.task_endpoint("/async_stream_slowly")
+    async def async_stream_slowly(job_progress: JobProgress, n: int = 3) -> AsyncIterator[str]:
+        """Like /stream_slowly, but its yields and its end all come in one tick of the event loop."""
+        await asyncio.to_thread(probe.release.wait, 5)
+        for i in range(n):
             job_progress.set_status((i + 1) / n, f"part {i}")
             yield f"part {i}"
 

@@ -144,11 +144,30 @@ def test_queue_limit_holds_across_api_processes(cluster: Cluster) -> None:
     assert next(q for q in queues if q["endpoint"] == "/limited")["queued"] == 3
 
 
-def test_cluster_script_runs_500_jobs_exactly_once(tmp_path: Path) -> None:
-    base = free_port()
-    while free_port() in (base + 1,):
+def two_free_ports_in_a_row() -> int:
+    """A port that is free, and the next one too (the script gives its API processes consecutive ports)."""
+    while True:
         base = free_port()
-    redis_port, s3_port = free_port(), free_port()
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", base + 1))
+            except OSError:
+                continue
+        return base
+
+
+def other_free_ports(count: int, taken: set[int]) -> list[int]:
+    ports: list[int] = []
+    while len(ports) < count:
+        port = free_port()
+        if port not in taken and port not in ports:
+            ports.append(port)
+    return ports
+
+
+def test_cluster_script_runs_500_jobs_exactly_once(tmp_path: Path) -> None:
+    base = two_free_ports_in_a_row()
+    redis_port, s3_port = other_free_ports(2, taken={base, base + 1})
     script = subprocess.Popen(
         [
             sys.executable, str(ROOT / "scripts" / "cluster"), "--app", APP, "--apis", "2", "--workers", "3",
@@ -308,10 +327,15 @@ def test_a_task_that_cannot_be_interrupted_gets_its_process_replaced(cluster: Cl
     job = submit(url, "/stubborn", key="s")
     done = final(url, job["id"], timeout_s=30)
     assert done["status"] == "timeout"
+    # until the process is replaced, its slot shows as stopping, not as a running job
+    stubborn = next(q for q in httpx.get(f"{url}/queues").json()["queues"] if q["endpoint"] == "/stubborn")
+    assert (stubborn["running"], stubborn["stopping"]) == (0, 1)
     # the worker replaces itself (same pid, new RQ worker), then goes on with the next job
     later = submit(url, "/echo", n=4)
     assert final(url, later["id"], timeout_s=60)["result"] == 8
     assert worker.poll() is None
+    stubborn = next(q for q in httpx.get(f"{url}/queues").json()["queues"] if q["endpoint"] == "/stubborn")
+    assert (stubborn["running"], stubborn["stopping"]) == (0, 0)
     with cluster.client() as connection:
         names_after = {member.decode() for member in connection.smembers("rq:workers")}
     assert names_after and names_after.isdisjoint(name_before)
@@ -343,3 +367,65 @@ def test_a_full_redis_answers_503_not_500(cluster: Cluster) -> None:
     assert refused.status_code == 503
     assert "cannot take writes" in refused.json()["detail"]
     assert submit(url, "/echo", n=2)["status"] == "queued"
+
+
+def cluster_script(tmp_path: Path, *options: str, python: list[str] | None = None) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [
+            *(python or [sys.executable]),
+            str(ROOT / "scripts" / "cluster"),
+            "--dir",
+            str(tmp_path / "cluster"),
+            *options,
+        ],
+        cwd=ROOT,
+        # where the README's install is missing (a test run from another virtualenv), the active one serves
+        env={**os.environ, "PYTHONPATH": str(ROOT), "VIRTUAL_ENV": sys.prefix},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_cluster_script_runs_under_a_python3_without_fasttask_and_shows_why_a_process_died(tmp_path: Path) -> None:
+    # `scripts/cluster` runs under whatever python3 is first on PATH, which the README's install leaves without
+    # fasttask: -S hides every installed package from this one
+    bare = [os.path.join(sys.base_prefix, "bin", "python3"), "-S"]
+    port, redis_port = other_free_ports(2, taken=set())
+    script = cluster_script(
+        tmp_path, "--app", APP, "--apis", "1", "--workers", "1", "--port", str(port), "--redis-port", str(redis_port),
+        python=bare,
+    )  # fmt: skip
+    try:
+        assert script.stdout is not None
+        while not (line := script.stdout.readline()).startswith("api: "):
+            assert line, script.stderr.read() if script.stderr else "the cluster script stopped"
+        url = line.split(" ", 1)[1].strip()
+        assert final(url, submit(url, "/echo", n=4)["id"])["result"] == 8
+        with redis.Redis(port=redis_port) as connection:
+            (worker_key,) = connection.smembers("rq:workers")
+            worker_pid = int(connection.hget(worker_key, "pid") or 0)
+        os.kill(worker_pid, signal.SIGTERM)  # it says it is stopping in its log, and exits 0
+        log = tmp_path / "cluster" / "worker-0.log"
+        wait_until(lambda: "stopping" in log.read_text(), 30, "the worker to stop")
+        time.sleep(1)  # the script checks its processes every 0.2 s
+    finally:
+        script.send_signal(signal.SIGTERM)
+        _, errors = script.communicate(timeout=90)
+    assert script.returncode == 0, errors
+    assert "cluster: worker-0 exited with status 0" in errors
+    assert log.read_text().strip().splitlines()[-1] in errors  # the end of its log, not only its status
+
+
+def test_cluster_script_prints_the_log_of_a_process_that_dies_at_start(tmp_path: Path) -> None:
+    api_port, redis_port = other_free_ports(2, taken=set())
+    script = cluster_script(
+        tmp_path, "--app", "tests.cluster_app:nosuch", "--apis", "1", "--workers", "0",
+        *("--port", str(api_port), "--redis-port", str(redis_port)),
+    )  # fmt: skip
+    _, errors = script.communicate(timeout=90)
+    assert script.returncode == 1
+    assert "cluster: API process 0 exited with status 2" in errors
+    last = (tmp_path / "cluster" / "api-0.log").read_text().strip().splitlines()[-1]
+    assert "nosuch" in last
+    assert last in errors

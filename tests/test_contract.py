@@ -272,6 +272,32 @@ def test_a_job_past_its_timeout_is_marked_timeout(client: TestClient, probe: Pro
     assert async_job["status"] == "timeout"
 
 
+def test_queues_show_a_stopped_job_whose_code_still_runs_as_stopping(client_for: ClientFor, probe: Probe) -> None:
+    client = client_for(make_app(probe, concurrency=2))  # the embedded queue: its runner threads are visible
+
+    def queue(path: str) -> tuple[int, int, int]:
+        info = next(q for q in client.get("/queues").json()["queues"] if q["endpoint"] == path)
+        return info["queued"], info["running"], info["stopping"]
+
+    timed_out = final(client, submit(client, "/stubborn")["id"])
+    assert timed_out["status"] == "timeout"
+    assert queue("/stubborn") == (0, 0, 1)  # its thread has not returned: not a running job, not a free slot
+    deaf = submit(client, "/deaf")
+    assert client.post(f"/jobs/{deaf['id']}/cancel").json()["status"] == "cancelled"
+    assert queue("/deaf") == (0, 0, 1)
+    assert 'fasttask_queue_jobs{endpoint="/deaf",state="stopping"} 1.0' in client.get("/metrics").text
+    waiting = submit(client, "/make_fries", json={"fries_name": "w"})
+    assert waiting["status"] == "queued"  # both slots are still taken by the stopping jobs
+    assert queue("/make_fries") == (1, 0, 0)
+    probe.release.set()
+    assert final(client, waiting["id"])["status"] == "finished"
+    deadline = time.monotonic() + 10
+    while (queue("/stubborn"), queue("/deaf")) != ((0, 0, 0), (0, 0, 0)):
+        assert time.monotonic() < deadline, "the stopped jobs' slots were never released"
+        time.sleep(0.01)
+    assert client.get(f"/jobs/{deaf['id']}").json()["status"] == "cancelled"
+
+
 def test_legacy_status_route_in_the_fasttaskapi_shape(client: TestClient) -> None:
     job_id = submit(client, "/make_fries", data={"fries_name": "q"})["id"]
     final(client, job_id)
@@ -304,7 +330,7 @@ def test_probes_and_queues(client: TestClient) -> None:
     queues = {q["endpoint"]: q for q in client.get("/queues").json()["queues"]}
     assert queues["/block"]["queue_size"] == 10
     assert queues["/make_fries"] | {"workers": []} == {
-        "endpoint": "/make_fries", "queued": 0, "running": 0, "queue_size": 100, "workers": [],
+        "endpoint": "/make_fries", "queued": 0, "running": 0, "stopping": 0, "queue_size": 100, "workers": [],
     }  # fmt: skip
 
 

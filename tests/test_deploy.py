@@ -186,6 +186,8 @@ def test_every_setting_is_read_from_its_ftapi_variable() -> None:
             env[var] = "0" if field.default else "1"
         elif isinstance(field.default, (int, float)) or field.name == "concurrency":
             env[var] = "4321"
+        elif field.name == "cors_origins":
+            env[var] = "https://probe.example"
         elif field.name in ("backend", "deployment", "queue", "log_format"):
             choices = {"backend": "runpod", "deployment": "serverless", "queue": "redis", "log_format": "json"}
             env[var] = choices[field.name]

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from fasttask import FastTaskAPI
 
@@ -234,3 +235,29 @@ def test_a_reconnecting_stream_resumes_after_the_outputs_it_had(
         with client.stream("GET", f"/jobs/{job_id}/stream", headers={"Last-Event-ID": "9" * 5000}) as response:
             assert response.status_code == 200  # a nonsense id starts from the beginning
             assert [kind for kind, _ in sse_events(response)] == ["output", "output", "output", "end"]
+
+
+@pytest.mark.parametrize("path", ["/stream_slowly", "/async_stream_slowly", "/async_count"])
+def test_every_output_reaches_the_stream_even_those_yielded_as_the_job_ends(
+    path: str, live_server: StartServer, queue_settings: dict[str, Any], with_workers: WithWorkers
+) -> None:
+    probe = Probe()
+    server = live_server(make_app(probe, **queue_settings))
+    with_workers(server.app)
+    with server.client() as client:
+        job_id = client.post(path, json={"n": 3}).json()["id"]
+        live = []
+        with client.stream("GET", f"/jobs/{job_id}/stream") as response:
+            for event in sse_events(response):
+                live.append(event)
+                probe.release.set()  # the stream/slowly tasks yield only once someone watches
+        result = client.get(f"/jobs/{job_id}").json()["result"]
+        assert len(result) == 3
+        assert [data for kind, data in live if kind == "output"] == result
+        assert live[-1][0] == "end"
+        with client.stream("GET", f"/jobs/{job_id}/stream") as response:  # replayed from the start
+            assert [data for kind, data in sse_events(response) if kind == "output"] == result
+        with client.stream("GET", f"/jobs/{job_id}/stream", headers={"Last-Event-ID": "2"}) as response:
+            assert [kind for kind, _ in sse_events(response)] == ["output", "end"]
+        with client.stream("GET", f"/jobs/{job_id}/stream", headers={"Last-Event-ID": "2"}) as response:
+            assert next(sse_events(response)) == ("output", result[2])

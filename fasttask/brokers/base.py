@@ -48,12 +48,16 @@ class QueueInfo:
     running: int
     queue_size: int
     workers: list[dict[str, Any]]
+    stopping: int = 0
+    """Jobs already cancelled or timed out whose code has not returned yet: they still hold a runner (a thread,
+    a worker) but are no longer running jobs."""
 
     def to_json(self) -> dict[str, Any]:
         return {
             "endpoint": self.endpoint,
             "queued": self.queued,
             "running": self.running,
+            "stopping": self.stopping,
             "queue_size": self.queue_size,
             "workers": self.workers,
         }

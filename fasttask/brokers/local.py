@@ -53,6 +53,8 @@ class _LocalJob:
     runner: asyncio.Task[None] | None = None
     timer: asyncio.TimerHandle | None = None
     pending_progress: tuple[float, str | None] | None = None
+    stopping: bool = False
+    """Cancelled or timed out while running, and its code has not returned yet."""
 
 
 class RecentCounts:
@@ -103,6 +105,7 @@ class LocalBroker(Broker):
         self._waiting: deque[_LocalJob] = deque()
         self._waiting_count: Counter[str] = Counter()
         self._running_count: Counter[str] = Counter()
+        self._stopping_count: Counter[str] = Counter()
         self._free_slots = self._concurrency
         self._executor: ThreadPoolExecutor | None = None
         self.loops = LoopHealth()  # none yet: jobs are purged by timers, not by a loop
@@ -186,7 +189,14 @@ class LocalBroker(Broker):
     async def queues(self) -> list[QueueInfo]:
         worker = {"name": f"embedded-{os.getpid()}", "concurrency": self._concurrency}
         return [
-            QueueInfo(path, self._waiting_count[path], self._running_count[path], task.queue_size, [worker])
+            QueueInfo(
+                path,
+                self._waiting_count[path],
+                self._running_count[path],
+                task.queue_size,
+                [worker],
+                self._stopping_count[path],
+            )
             for path, task in self._tasks.items()
         ]
 
@@ -278,7 +288,7 @@ class LocalBroker(Broker):
         finally:
             # The slot frees only when the code really stopped: a cancelled sync task keeps its thread.
             self._free_slots += 1
-            self._running_count[task.path] -= 1
+            (self._stopping_count if job.stopping else self._running_count)[task.path] -= 1
             self._running_ids.discard(job.record.id)
             self._dispatch()
 
@@ -291,11 +301,16 @@ class LocalBroker(Broker):
             url = f"/jobs/{job.record.id}/files/{len(job.files) - 1}"
             return {"file_name": media.file_name, "content_type": media.content_type, "size": media.size, "url": url}
 
+        if job.task.kind in (TaskKind.ASYNC, TaskKind.ASYNC_GENERATOR):
+            # On the loop already: add each output at once. Scheduling it would let the job's end, which
+            # can come in the same tick as its last yield, overtake it and drop it.
+            return await run_async(job.task, job.params, progress, store_file, lambda v: self._add_output(job, v))
+
         def on_output(value: Any) -> None:
+            # From the task's thread. The loop runs these in order, and the job's end (the executor
+            # future's result, scheduled the same way once the task returns) only after them.
             loop.call_soon_threadsafe(self._add_output, job, value)
 
-        if job.task.kind in (TaskKind.ASYNC, TaskKind.ASYNC_GENERATOR):
-            return await run_async(job.task, job.params, progress, store_file, on_output)
         return await loop.run_in_executor(
             self._executor, run_sync, job.task, job.params, progress, store_file, on_output
         )
@@ -325,6 +340,10 @@ class LocalBroker(Broker):
 
     def _stop(self, job: _LocalJob, status: JobStatus, error: dict[str, str] | None) -> None:
         job.stop.set()
+        if job.record.status is JobStatus.RUNNING:  # its slot stays taken until the code returns
+            job.stopping = True
+            self._running_count[job.task.path] -= 1
+            self._stopping_count[job.task.path] += 1
         self._finish(job, status, None, error)
         if job.runner is not None and job.task.kind in (TaskKind.ASYNC, TaskKind.ASYNC_GENERATOR):
             job.runner.cancel()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
@@ -53,15 +54,31 @@ class RedisViews:
         worker_keys = sorted({key for members in counts[2::3] for key in members})
         pipe = self._redis.pipeline(transaction=False)
         for key in worker_keys:
-            pipe.hmget(key, "state", "last_heartbeat", "pid", "hostname")
+            pipe.hmget(key, "state", "last_heartbeat", "pid", "hostname", "current_job")
         details = dict(zip(worker_keys, await self._guard(pipe.execute()), strict=True))
+        stopping = await self._stopping({values[4] for values in details.values() if values[0] and values[4]})
         infos = []
         for (path, _), queued, running, members in zip(
             self._queues.items(), counts[0::3], counts[1::3], counts[2::3], strict=True
         ):
-            workers = [_worker_json(key, details[key]) for key in sorted(members) if details[key][0] is not None]
-            infos.append(QueueInfo(path, queued, running, self._tasks[path].queue_size, workers))
+            workers = [_worker_json(key, details[key][:4]) for key in sorted(members) if details[key][0] is not None]
+            infos.append(QueueInfo(path, queued, running, self._tasks[path].queue_size, workers, stopping[path]))
         return infos
+
+    async def _stopping(self, current_jobs: set[bytes]) -> Counter[str]:
+        """Per endpoint, the jobs workers still run although they were cancelled or timed out (they left the
+        started registry then, so `running` no longer counts them): one command per busy worker."""
+        stopping: Counter[str] = Counter()
+        if not current_jobs:
+            return stopping
+        pipe = self._redis.pipeline(transaction=False)
+        for job_id in current_jobs:
+            pipe.hmget(layout.job_key(job_id.decode()), "origin", layout.F_OUTCOME)
+        endpoints_of = {queue.encode(): path for path, queue in self._queues.items()}
+        for origin, outcome in await self._guard(pipe.execute()):
+            if outcome in (b"cancelled", b"timeout") and origin in endpoints_of:
+                stopping[endpoints_of[origin]] += 1
+        return stopping
 
     async def list_jobs(
         self, endpoint: str | None, status: JobStatus | None, limit: int, cursor: str | None
