@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -26,6 +25,7 @@ from .files import close_files
 from .hotpath import HotPath, parse_wait
 from .jobs import JobRecord, JobStatus, isoformat, utcnow
 from .logs import configure_api_logging
+from .loops import stop_tasks
 from .metrics import CONTENT_TYPE, HttpMetricsMiddleware, Metrics
 from .middleware import with_cors, with_user_middleware
 from .openapi import install_openapi
@@ -91,13 +91,11 @@ def build_api(service: FastTaskAPI) -> FastAPI:
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         configure_api_logging(settings)
         await broker.start()
-        sampler = asyncio.create_task(timeline.run(broker))  # the dashboard's charts
+        sampler = asyncio.create_task(timeline.run(broker), name="fasttask-chart-sampler")  # the dashboard's charts
         try:
             yield
         finally:
-            sampler.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sampler
+            await stop_tasks([sampler])
             await broker.close()
 
     api = FastAPI(title=service.title, lifespan=lifespan, docs_url=None, redoc_url=None)  # /docs: openapi.py

@@ -180,3 +180,25 @@ async def run_forever(
         if outcome is not SKIPPED:
             health.succeeded(name)
         delay = every_s
+
+
+async def stop_tasks(tasks: list[asyncio.Task[Any]], timeout_s: float = 5.0) -> None:
+    """Cancel background tasks and wait for them to end, at most `timeout_s` in all.
+
+    A task is cancelled again until it ends: code it awaits (a client library's retry, a broad `except`)
+    may swallow one cancellation, and shutting down must not hang on it.
+    """
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    pending = {task for task in tasks if not task.done()}
+    while pending:
+        for task in pending:
+            task.cancel()
+        remaining = deadline - asyncio.get_running_loop().time()
+        if remaining <= 0:
+            names = ", ".join(sorted(task.get_name() for task in pending))
+            logger.warning("background tasks still running at shutdown, left behind: %s", names)
+            return
+        _, pending = await asyncio.wait(pending, timeout=min(0.2, remaining))
+    for task in tasks:
+        if task.done() and not task.cancelled() and task.exception() is not None:
+            logger.warning("background task %s had failed: %r", task.get_name(), task.exception())

@@ -4,6 +4,7 @@ that do not parse. Each test breaks one thing for real and checks that the loop 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -341,3 +342,46 @@ def test_the_job_guard_goes_on_when_interrupting_a_task_fails(caplog: pytest.Log
     finally:
         guard.close()
         guard.join(5)
+
+
+def test_stop_tasks_ends_a_task_that_swallows_a_cancellation() -> None:
+    from fasttask.loops import stop_tasks
+
+    async def stubborn() -> None:
+        with contextlib.suppress(asyncio.CancelledError):  # one swallowed, as some client libraries do
+            await asyncio.sleep(3600)
+        await asyncio.sleep(3600)
+
+    async def main() -> None:
+        task = asyncio.create_task(stubborn())
+        await asyncio.sleep(0)
+        await asyncio.wait_for(stop_tasks([task], timeout_s=5), 10)
+        assert task.done()
+
+    asyncio.run(main())
+
+
+def test_an_api_process_that_cannot_bind_its_port_exits(redis_url: str, tmp_path: Path) -> None:
+    """It used to hang in its shutdown, ignoring SIGTERM, with the Redis queue's background tasks."""
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {**os.environ, "FTAPI_REDIS_URL": redis_url, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+        process = subprocess.Popen(
+            [sys.executable, "-m", "fasttask", "serve", "tests.cluster_app:app", "--port", str(port)],
+            env=env,
+            cwd=tmp_path,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            assert process.wait(60) != 0
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait(10)

@@ -30,7 +30,7 @@ from ..errors import BackendUnavailable, JobAlreadyFinal, JobNotFound, PayloadTo
 from ..files import close_files, iter_files
 from ..jobs import JobRecord, JobStatus, new_job_id, utcnow
 from ..logs import job_log, log_job
-from ..loops import Backoff, LoopHealth, run_forever
+from ..loops import Backoff, LoopHealth, run_forever, stop_tasks
 from ..metrics import JobMetrics
 from ..redis_cleanup import CLEANUP_INTERVAL_S, clean_up_abandoned, sweep_storage
 from ..redis_records import RECORD_FIELDS, record_from_redis, rq_timestamp
@@ -112,10 +112,7 @@ class RedisBroker(Broker):
             self._background.append(asyncio.create_task(sweep, name="fasttask-storage-sweep"))
 
     async def close(self) -> None:
-        for task in self._background:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_tasks(self._background)
         await self._redis.aclose(close_connection_pool=True)
         self._rq_connection.close()
 
