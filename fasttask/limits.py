@@ -67,22 +67,25 @@ def base64_length(n_bytes: int) -> int:
     return 4 * ((n_bytes + 2) // 3)
 
 
-async def read_body(request: Request, cap: int, too_large: PayloadTooLarge) -> bytearray:
-    """The request body, refused with `too_large` as soon as its declared length or the bytes read pass `cap`."""
+async def read_body(request: Request, limits: InputLimits, takes_files: bool) -> bytearray:
+    """The request body, refused with 413 as soon as its declared length or the bytes read pass its cap."""
+    cap = limits.body_cap(takes_files)
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and (len(declared) > 18 or int(declared) > cap):
-        raise too_large
+        raise limits.body_too_large(takes_files)
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
         if len(body) > cap:
-            raise too_large
+            raise limits.body_too_large(takes_files)
     return body
 
 
 def query_pairs(request: Request, limits: InputLimits) -> list[tuple[str, str]]:
     """The query string's parameters, within the body limit and MAX_FIELDS."""
     raw: bytes = request.scope.get("query_string", b"")
+    if not raw:
+        return []
     if len(raw) > limits.max_body_bytes:
         raise PayloadTooLarge(f"the query string is larger than {size_text(limits.max_body_bytes)} (FTAPI_MAX_BODY_MB)")
     return form_pairs(raw, "query string")
@@ -153,16 +156,20 @@ def _checked_values(value: Any) -> int:
     """How many values `value` holds below its top; raises ValueError past MAX_DEPTH or for a number
     out of range (the parser turns `1e400` into infinity, which JSON cannot carry back)."""
     count = 0
-    stack: list[tuple[Any, int]] = [(value, 1)] if isinstance(value, dict | list | float) else []
-    while stack:
-        node, depth = stack.pop()
-        if isinstance(node, float):
-            if not math.isfinite(node):
-                raise ValueError("a number is out of range")
-            continue
-        children = node.values() if isinstance(node, dict) else node
-        if depth > MAX_DEPTH:
-            raise ValueError(f"nested deeper than {MAX_DEPTH} levels")
-        count += len(children)
-        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list | float))
+    level = [value] if isinstance(value, dict | list | float) else []
+    depth = 0
+    while level:
+        below: list[Any] = []
+        for node in level:
+            if isinstance(node, float):
+                if not math.isfinite(node):
+                    raise ValueError("a number is out of range")
+                continue
+            if depth == MAX_DEPTH:
+                raise ValueError(f"nested deeper than {MAX_DEPTH} levels")
+            children = node.values() if isinstance(node, dict) else node
+            count += len(children)
+            below += [child for child in children if isinstance(child, dict | list | float)]
+        level = below
+        depth += 1
     return count

@@ -10,7 +10,15 @@ from starlette.requests import Request
 from .errors import InvalidInput, UnsupportedMediaType
 from .fetch import UrlRefused, download
 from .files import close_files, iter_files
-from .limits import InputLimits, ValueBudget, check_field_count, form_pairs, parse_json, query_pairs, read_body
+from .limits import (
+    InputLimits,
+    ValueBudget,
+    check_field_count,
+    form_pairs,
+    parse_json,
+    query_pairs,
+    read_body,
+)
 from .multipart import MultipartReader, boundary_of
 from .responses import RequestValidationFailed
 from .tasks import TaskDef, validation_errors
@@ -53,19 +61,20 @@ async def read_request_data(
     """
     budget = ValueBudget()
     names = _Names(file_params, list_params, budget)
-    data = names.collect(query_pairs(request, limits))
+    query = query_pairs(request, limits)
+    data = names.collect(query) if query else {}
     header = request.headers.get("content-type", "")
     content_type = header.split(";", 1)[0].strip().lower()
     takes_files = bool(file_params)
-    cap, too_large = limits.body_cap(takes_files), limits.body_too_large(takes_files)
     if content_type == "multipart/form-data":
+        cap, too_large = limits.body_cap(takes_files), limits.body_too_large(takes_files)
         reader = MultipartReader(boundary_of(header), limits.max_file_bytes, cap, too_large, file_params)
         data.update(names.collect(await reader.read(request.stream())))
         return data, "body"
-    body = await read_body(request, cap, too_large)
     if content_type == "application/x-www-form-urlencoded":
-        data.update(names.collect(form_pairs(body)))
+        data.update(names.collect(form_pairs(await read_body(request, limits, takes_files))))
         return data, "body"
+    body = await read_body(request, limits, takes_files)
     if not body or body.isspace():
         return data, "query"
     declared_json = content_type == "application/json" or content_type.endswith("+json")
