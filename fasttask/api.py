@@ -14,6 +14,7 @@ from urllib.parse import quote
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.routing import APIRoute
 from starlette.types import ASGIApp
 
 from .auth import ApiKeyMiddleware
@@ -23,6 +24,7 @@ from .errors import FastTaskError
 from .files import close_files
 from .hotpath import HotPath, parse_wait
 from .jobs import JobRecord, JobStatus, isoformat, utcnow
+from .limits import bound_route_body
 from .logs import configure_api_logging
 from .metrics import CONTENT_TYPE, HttpMetricsMiddleware, Metrics
 from .openapi import install_openapi
@@ -104,6 +106,9 @@ def build_api(service: FastTaskAPI) -> FastAPI:
             )
     for path, fn, methods in service.plain_endpoints:
         api.add_api_route(path, fn, methods=methods)
+        route = api.routes[-1]
+        assert isinstance(route, APIRoute)
+        bound_route_body(route, limits)
     _add_job_routes(api, broker, limits)
     _add_observability_routes(api, broker, metrics, list(service.tasks))
     install_openapi(api, service)

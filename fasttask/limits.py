@@ -16,10 +16,15 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
 
+from fastapi import params
+from fastapi.routing import APIRoute
 from pydantic_core import from_json
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .errors import PayloadTooLarge, size_text
+from .responses import error_response
 
 DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
 MAX_FIELDS = 1000
@@ -79,6 +84,42 @@ async def read_body(request: Request, limits: InputLimits, takes_files: bool) ->
         if len(body) > cap:
             raise limits.body_too_large(takes_files)
     return body
+
+
+def bound_route_body(route: APIRoute, limits: InputLimits) -> None:
+    """Cap the body of a route FastAPI reads itself (an `@app.endpoint` function) like a task's."""
+    takes_files = any(isinstance(field.field_info, params.File) for field in route.dependant.body_params)
+    route.app = _BodyCap(route.app, limits, takes_files)
+
+
+class _BodyCap:
+    """413 for a body past the cap: at once when its length says so, else when the bytes read pass it
+    (raised into FastAPI's body reading, which answers it as JSON)."""
+
+    def __init__(self, app: ASGIApp, limits: InputLimits, takes_files: bool) -> None:
+        self.app = app
+        self.limits = limits
+        self.takes_files = takes_files
+        self.cap = limits.body_cap(takes_files)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        if declared.isdigit() and (len(declared) > 18 or int(declared) > self.cap):
+            response = error_response(self.limits.body_too_large(self.takes_files))
+            assert response is not None
+            await response(scope, receive, send)
+            return
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.cap:
+                raise HTTPException(413, self.limits.body_too_large(self.takes_files).detail)
+            return message
+
+        await self.app(scope, counted, send)
 
 
 def query_pairs(request: Request, limits: InputLimits) -> list[tuple[str, str]]:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from fastapi import UploadFile
 from fastapi.testclient import TestClient
 
 from fasttask import FastTaskAPI
@@ -124,6 +125,30 @@ def test_nesting_is_capped(client_for: ClientFor) -> None:
     assert too_deep.json()["detail"][0]["msg"] == "JSON decode error: nested deeper than 32 levels"
     fits = client.post("/shape", json={"point": nested(31)})
     assert fits.json()["detail"][0]["type"] == "int_type"  # parsed; the model refuses a list for y
+
+
+def test_plain_endpoints_are_capped_alike(client_for: ClientFor) -> None:
+    app = FastTaskAPI(title="plain", queue="local", max_body_mb=1 / 1024, max_file_mb=10 / 1024)
+
+    @app.endpoint("/count", methods=["POST"])
+    def count(body: dict[str, str]) -> int:
+        return len(body)
+
+    @app.endpoint("/upload", methods=["POST"])
+    async def upload(file: UploadFile) -> int:
+        return len(await file.read())
+
+    client = client_for(app)
+    assert client.post("/count", json={"a": "x" * 900}).json() == 1
+    streamed = (part for part in [b'{"a": "', b"x" * 2000, b'"}'])  # no Content-Length: caught while read
+    for response in (
+        client.post("/count", json={"a": "x" * 2000}),
+        client.post("/count", content=streamed, headers={"content-type": "application/json"}),
+        client.post("/upload", files={"file": ("a.bin", b"x" * 20_000)}),
+    ):
+        assert response.status_code == 413, response.text
+        assert "FTAPI_MAX_BODY_MB" in response.json()["detail"]
+    assert client.post("/upload", files={"file": ("a.bin", b"x" * 10_000)}).json() == 10_000
 
 
 # -- a body is never ignored -----------------------------------------------------------------------
