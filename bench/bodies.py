@@ -3,13 +3,16 @@
     python bench/bodies.py                       # this checkout
     python bench/bodies.py --tree ../other/tree  # another checkout of fasttask (e.g. an older one)
     python bench/bodies.py --mb 200 --mode chunked
+    python bench/bodies.py --endpoint files      # a base64 file in JSON, to an endpoint that takes files
 
 Starts `python -m fasttask serve bench.apps.fasttask_noop:app` (embedded queue) with the chosen tree
 first on PYTHONPATH, sends one JSON body of `--mb` MB (`{"text": "aaaa…"}`) to `/noop`, an endpoint
-without file parameters, and meanwhile asks `/health` every 20 ms. The body goes with a Content-Length
-(`--mode length`) or chunked, with no length announced (`--mode chunked`), so the server can only tell
-its size by reading it. Prints the answer's status and size, the process's peak RSS (VmHWM) before and
-after, and the slowest /health answer. Standard library only; everything stays on 127.0.0.1.
+without file parameters, and meanwhile asks `/health` every 20 ms. With `--endpoint files` it serves
+`bench.apps.fasttask_files:app` and sends `{"file": "aaaa…"}` (valid base64) to `/echo_file`.
+The body goes with a Content-Length (`--mode length`) or chunked, with no length announced
+(`--mode chunked`), so the server can only tell its size by reading it. Prints the answer's status and
+size, the process's peak RSS (VmHWM) before and after, and the slowest /health answer. Standard
+library only; everything stays on 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -37,11 +40,11 @@ def peak_rss_mb(pid: int) -> float:
     raise RuntimeError("no VmHWM")
 
 
-def send_body(port: int, mb: int, chunked: bool) -> tuple[int | None, int, float]:
+def send_body(port: int, mb: int, chunked: bool, path: str, field: str) -> tuple[int | None, int, float]:
     """Send the body; (status or None, answer bytes, seconds). Stops sending once the server answers."""
     size = mb * CHUNK
-    prefix, suffix = b'{"text": "', b'"}'
-    head = f"POST /noop HTTP/1.1\r\nHost: {HOST}\r\nContent-Type: application/json\r\n"
+    prefix, suffix = b'{"%b": "' % field.encode(), b'"}'
+    head = f"POST {path} HTTP/1.1\r\nHost: {HOST}\r\nContent-Type: application/json\r\n"
     head += "Transfer-Encoding: chunked\r\n" if chunked else f"Content-Length: {size}\r\n"
     started = time.monotonic()
     with socket.create_connection((HOST, port), timeout=120) as sock:
@@ -96,11 +99,16 @@ def main() -> int:
     parser.add_argument("--tree", type=Path, default=ROOT, help="the fasttask checkout to serve")
     parser.add_argument("--mb", type=int, default=200)
     parser.add_argument("--mode", choices=["length", "chunked"], default="length")
+    parser.add_argument("--endpoint", choices=["plain", "files"], default="plain")
     args = parser.parse_args()
     port = free_port()
     env = clean_env(PYTHONPATH=f"{args.tree.resolve()}:{ROOT}", FTAPI_QUEUE="local")
     python = MAIN_PY if MAIN_PY.exists() else Path(sys.executable)
-    argv = [str(python), "-m", "fasttask", "serve", "bench.apps.fasttask_noop:app", "--host", HOST, "--port", str(port)]
+    app, path, field = {
+        "plain": ("bench.apps.fasttask_noop:app", "/noop", "text"),
+        "files": ("bench.apps.fasttask_files:app", "/echo_file", "file"),
+    }[args.endpoint]
+    argv = [str(python), "-m", "fasttask", "serve", app, "--host", HOST, "--port", str(port)]
     log = Path("/tmp") / f"fasttask-bodies-{port}.log"
     server = Proc(argv, log, env=env)
     base = f"http://{HOST}:{port}"
@@ -130,7 +138,7 @@ def main() -> int:
 
         poller = threading.Thread(target=poll_health, daemon=True)
         poller.start()
-        status, answer_bytes, seconds = send_body(port, args.mb, args.mode == "chunked")
+        status, answer_bytes, seconds = send_body(port, args.mb, args.mode == "chunked", path, field)
         time.sleep(0.5)
         done.set()
         poller.join(35)
@@ -138,6 +146,7 @@ def main() -> int:
         result = {
             "tree": str(args.tree),
             "mode": args.mode,
+            "endpoint": path,
             "body_mb": args.mb,
             "status": status,
             "answer_bytes": answer_bytes,
