@@ -12,26 +12,27 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from fastapi import FastAPI, Query, Request
-from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.routing import APIRoute
 from starlette.types import ASGIApp
 
 from .auth import ApiKeyMiddleware
 from .brokers import Broker, JobEvent, create_broker
 from .brokers.base import MAX_PAGE
-from .errors import FastTaskError, InvalidInput
+from .errors import FastTaskError
 from .files import close_files
 from .hotpath import HotPath, parse_wait
 from .jobs import JobRecord, JobStatus, isoformat, utcnow
+from .limits import bound_route_body
 from .logs import configure_api_logging
 from .loops import stop_tasks
 from .metrics import CONTENT_TYPE, HttpMetricsMiddleware, Metrics
 from .middleware import with_cors, with_user_middleware
 from .openapi import install_openapi
-from .params import InputLimits, read_params
+from .params import InputLimits, read_params, read_request_data
 from .ranges import byte_range
-from .responses import RequestValidationFailed, error_response, json_response
+from .responses import RequestValidationFailed, error_response, json_response, reportable_errors
 from .series import Timeline, series_json
 from .settings import Settings
 from .tasks import TaskDef
@@ -118,14 +119,18 @@ def build_api(service: FastTaskAPI) -> FastAPI:
             )
     for path, fn, methods in service.plain_endpoints:
         api.add_api_route(path, fn, methods=methods)
-    _add_job_routes(api, broker)
+        route = api.routes[-1]
+        assert isinstance(route, APIRoute)
+        bound_route_body(route, limits)
+    _add_job_routes(api, broker, limits)
     _add_observability_routes(api, broker, metrics, list(service.tasks), timeline)
     install_openapi(api, service)
     return api
 
 
 def input_limits(settings: Settings) -> InputLimits:
-    return InputLimits(int(settings.max_file_mb * 1024 * 1024), settings.allow_private_urls)
+    mb = 1024 * 1024
+    return InputLimits(int(settings.max_file_mb * mb), settings.allow_private_urls, int(settings.max_body_mb * mb))
 
 
 def _submit_route(
@@ -174,7 +179,7 @@ def _read_job_route(broker: Broker) -> Callable[[Request], Coroutine[Any, Any, R
     return read_job
 
 
-def _add_job_routes(api: FastAPI, broker: Broker) -> None:
+def _add_job_routes(api: FastAPI, broker: Broker, limits: InputLimits) -> None:
     api.add_api_route(
         "/jobs/{job_id}",
         _read_job_route(broker),
@@ -223,10 +228,9 @@ def _add_job_routes(api: FastAPI, broker: Broker) -> None:
         return StreamingResponse(chunks, 206, headers, media_type=file.content_type)
 
     async def legacy_status(request: Request) -> Response:
-        job_id = request.query_params.get("job_id")
-        if job_id is None and request.method == "POST":
-            job_id = await _job_id_from_body(request)
-        if not job_id:
+        data, _ = await read_request_data(request, limits)
+        job_id = data.get("job_id")
+        if not job_id or not isinstance(job_id, str):
             raise RequestValidationFailed([{"type": "missing", "loc": ["query", "job_id"], "msg": "Field required"}])
         record: JobRecord = await broker.get(job_id)
         return json_response(record.to_legacy_json(str(request.base_url)))
@@ -324,21 +328,6 @@ def _add_observability_routes(
         return Response(assets[name], media_type=DASHBOARD_FILES[name], headers={"Cache-Control": "no-cache"})
 
 
-async def _job_id_from_body(request: Request) -> str | None:
-    content_type = request.headers.get("content-type", "")
-    try:
-        if content_type.startswith("application/json"):
-            body = await request.json()
-            value = body.get("job_id") if isinstance(body, dict) else None
-        elif content_type.startswith(("application/x-www-form-urlencoded", "multipart/form-data")):
-            value = (await request.form()).get("job_id")
-        else:
-            return None
-    except ValueError:
-        raise InvalidInput("could not parse the request body") from None
-    return value if isinstance(value, str) else None
-
-
 async def _sse(events: AsyncIterator[JobEvent]) -> AsyncIterator[str]:
     """Format events as SSE, with a comment line when nothing happened for a while to keep proxies open."""
     pending: asyncio.Future[JobEvent] | None = None
@@ -372,7 +361,7 @@ def _install_error_handlers(api: FastAPI) -> None:
 
     async def request_validation(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
-        return JSONResponse({"detail": jsonable_encoder(_field_errors(exc.errors()))}, 422)
+        return json_response({"detail": reportable_errors(list(exc.errors()))}, 422)
 
     async def unexpected(request: Request, exc: Exception) -> Response:
         logger.exception("unhandled error on %s %s", request.method, request.url.path)
@@ -382,7 +371,3 @@ def _install_error_handlers(api: FastAPI) -> None:
     api.add_exception_handler(RequestValidationFailed, fasttask_error)
     api.add_exception_handler(RequestValidationError, request_validation)
     api.add_exception_handler(Exception, unexpected)
-
-
-def _field_errors(errors: Any) -> list[dict[str, Any]]:
-    return [{k: v for k, v in error.items() if k in ("type", "loc", "msg", "input")} for error in errors]

@@ -3,7 +3,7 @@
 * FastTaskError
   x InvalidInput 422        x JobNotFound 404       x JobAlreadyFinal 409
   x QueueFull 429 (+Retry-After)                    x PayloadTooLarge 413
-  x RangeNotSatisfiable 416
+  x UnsupportedMediaType 415                        x RangeNotSatisfiable 416
   x Unauthorized 401        x BackendUnavailable 503 > StorageUnavailable
   x ConfigError (start-up only)
 * JobCancelled (raised inside a task whose job was cancelled or timed out)
@@ -37,7 +37,8 @@ class JobNotFound(FastTaskError):
     status_code = 404
 
     def __init__(self, job_id: str) -> None:
-        super().__init__(f"job {job_id!r} not found (unknown, or expired after its result_ttl)")
+        shown = job_id if len(job_id) <= 64 else job_id[:64] + "…"  # ids are 32 characters: never echo a long one
+        super().__init__(f"job {shown!r} not found (unknown, or expired after its result_ttl)")
         self.job_id = job_id
 
 
@@ -58,9 +59,16 @@ class QueueFull(FastTaskError):
 
 
 class PayloadTooLarge(FastTaskError):
-    """Raised when an upload or a download exceeds FTAPI_MAX_FILE_MB."""
+    """Raised when a request body, an upload or a download exceeds its limit (FTAPI_MAX_BODY_MB,
+    FTAPI_MAX_FILE_MB, field counts), or a job's parameters exceed what the Redis queue carries."""
 
     status_code = 413
+
+
+class UnsupportedMediaType(FastTaskError):
+    """Raised when a request body is neither JSON, a form, nor a JSON object under another content type."""
+
+    status_code = 415
 
 
 class RangeNotSatisfiable(FastTaskError):
@@ -95,3 +103,11 @@ class MissingExtra(ImportError):
 
 class JobCancelled(Exception):
     """Raised inside a running task by `JobProgress.set_status` once its job was cancelled or timed out."""
+
+
+def size_text(n_bytes: int) -> str:
+    """A size for people: `16 MB`, `1.5 MB`, `512 KB`, `100 bytes` (never `0 MB` for a limit under 1 MB)."""
+    for unit, scale in (("MB", 1024 * 1024), ("KB", 1024)):
+        if n_bytes >= scale:
+            return f"{round(n_bytes / scale, 1):g} {unit}"
+    return f"{n_bytes} bytes"

@@ -18,7 +18,7 @@ from urllib.parse import unquote
 
 import httpx
 
-from .errors import InvalidInput, PayloadTooLarge
+from .errors import InvalidInput, PayloadTooLarge, size_text
 from .files import MediaFile
 
 MAX_REDIRECTS = 5
@@ -165,7 +165,7 @@ async def download(
 
 
 async def _receive(response: httpx.Response, url: httpx.URL, max_bytes: int) -> MediaFile:
-    too_large = PayloadTooLarge(f"the file at {url} is larger than {max_bytes // (1024 * 1024)} MB")
+    too_large = PayloadTooLarge(f"the file at {url} is larger than {size_text(max_bytes)}")
     declared = response.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > max_bytes:
         raise too_large

@@ -24,7 +24,7 @@ from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import PydanticCustomError, core_schema
 from typing_extensions import Self
 
-from .errors import PayloadTooLarge
+from .errors import PayloadTooLarge, size_text
 
 SPOOL_IN_MEMORY_BYTES = 1024 * 1024
 """Files up to this size stay in memory; larger ones go to a temporary file on disk."""
@@ -92,7 +92,7 @@ class MediaFile:
             content_type = content_type or match.group("type")
             text = text[match.end() :]
         if max_bytes is not None and len(text) * 3 // 4 > max_bytes + 3:
-            raise PayloadTooLarge(f"file is larger than {max_bytes // (1024 * 1024)} MB")
+            raise PayloadTooLarge(f"file is larger than {size_text(max_bytes)}")
         compact = "".join(text.split())
         if not compact or not _BASE64_CHARS.match(compact):
             raise ValueError("not a base64 string or data URI")
@@ -110,7 +110,7 @@ class MediaFile:
     def write_stream(self, stream: IO[bytes], max_bytes: int | None = None) -> None:
         while chunk := stream.read(CHUNK_BYTES):
             if max_bytes is not None and self._size + len(chunk) > max_bytes:
-                raise PayloadTooLarge(f"file is larger than {max_bytes // (1024 * 1024)} MB")
+                raise PayloadTooLarge(f"file is larger than {size_text(max_bytes)}")
             self.write(chunk)
 
     # -- reading ------------------------------------------------------------------------------------
@@ -253,7 +253,7 @@ class MediaFile:
                 return cls._adopt(value)
             if isinstance(value, bytes | bytearray):
                 if max_bytes is not None and len(value) > max_bytes:
-                    raise PayloadTooLarge(f"file is larger than {max_bytes // (1024 * 1024)} MB")
+                    raise PayloadTooLarge(f"file is larger than {size_text(max_bytes)}")
                 return cls.from_bytes(bytes(value))
             if isinstance(value, str):
                 if value.startswith(("http://", "https://")):

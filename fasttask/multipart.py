@@ -2,7 +2,9 @@
 
 Starlette spools every upload to a temporary file before anyone can look at it; here each file part is
 written into a `MediaFile` as it arrives, and refused with 413 the moment it grows past the limit, so
-an oversized upload costs neither memory nor a full copy on disk.
+an oversized upload costs neither memory nor a full copy on disk. Everything else (plain fields, part
+headers, and file parts for parameters that take no file) counts against one cap for the body's other
+content, with 413 the moment it is passed.
 """
 
 from __future__ import annotations
@@ -12,13 +14,9 @@ from typing import Any
 
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from .errors import InvalidInput, PayloadTooLarge
+from .errors import InvalidInput, PayloadTooLarge, size_text
 from .files import MediaFile, close_files
-
-MAX_FIELDS = 1000
-MAX_FILES = 100
-MAX_FIELD_BYTES = 16 * 1024 * 1024
-"""Largest non-file part: base64 files sent as plain form fields must fit."""
+from .limits import MAX_FIELDS, MAX_FILES
 
 
 class _Part:
@@ -30,11 +28,24 @@ class _Part:
 
 
 class MultipartReader:
-    """Collects `(name, value)` pairs of a multipart body: values are strings, or MediaFiles for files."""
+    """Collects `(name, value)` pairs of a multipart body: values are strings, or MediaFiles for files.
 
-    def __init__(self, boundary: bytes, max_file_bytes: int) -> None:
+    File parts of `file_params` may each take `max_file_bytes`; all the rest together `other_bytes`
+    (beyond it, `too_large` is raised)."""
+
+    def __init__(
+        self,
+        boundary: bytes,
+        max_file_bytes: int,
+        other_bytes: int,
+        too_large: PayloadTooLarge,
+        file_params: frozenset[str],
+    ) -> None:
         self.items: list[tuple[str, Any]] = []
         self._max_file_bytes = max_file_bytes
+        self._other_left = other_bytes
+        self._too_large = too_large
+        self._file_params = file_params
         self._part = _Part()
         self._header_name = b""
         self._header_value = b""
@@ -72,10 +83,17 @@ class MultipartReader:
     def _on_part_begin(self) -> None:
         self._part = _Part()
 
+    def _spend(self, n_bytes: int) -> None:
+        self._other_left -= n_bytes
+        if self._other_left < 0:
+            raise self._too_large
+
     def _on_header_field(self, data: bytes, start: int, end: int) -> None:
+        self._spend(end - start)
         self._header_name += data[start:end]
 
     def _on_header_value(self, data: bytes, start: int, end: int) -> None:
+        self._spend(end - start)
         self._header_value += data[start:end]
 
     def _on_header_end(self) -> None:
@@ -92,25 +110,25 @@ class MultipartReader:
         if b"filename" in options:
             self._files += 1
             if self._files > MAX_FILES:
-                raise ValueError(f"more than {MAX_FILES} files")
+                raise PayloadTooLarge(f"the form has more than {MAX_FILES} files")
             content_type = part.headers.get(b"content-type", b"").decode("latin-1") or None
             part.file = MediaFile(options[b"filename"].decode("utf-8", "replace"), content_type)
         else:
             self._fields += 1
             if self._fields > MAX_FIELDS:
-                raise ValueError(f"more than {MAX_FIELDS} fields")
+                raise PayloadTooLarge(f"the form has more than {MAX_FIELDS} fields")
 
     def _on_part_data(self, data: bytes, start: int, end: int) -> None:
         part = self._part
         if part.file is not None:
-            if part.file.size + (end - start) > self._max_file_bytes:
-                raise PayloadTooLarge(
-                    f"file {part.file.file_name!r} is larger than {self._max_file_bytes // (1024 * 1024)} MB"
-                )
+            if part.name not in self._file_params:  # a file for a parameter that takes none: bounded as the rest
+                self._spend(end - start)
+            elif part.file.size + (end - start) > self._max_file_bytes:
+                name = (part.file.file_name or "")[:100]
+                raise PayloadTooLarge(f"file {name!r} is larger than {size_text(self._max_file_bytes)}")
             part.file.write(data[start:end])
             return
-        if len(part.data) + (end - start) > MAX_FIELD_BYTES:
-            raise PayloadTooLarge(f"form field {part.name!r} is larger than {MAX_FIELD_BYTES // (1024 * 1024)} MB")
+        self._spend(end - start)
         part.data += data[start:end]
 
     def _on_part_end(self) -> None:

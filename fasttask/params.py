@@ -2,84 +2,37 @@
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl
 
 from pydantic import ValidationError
 from starlette.requests import Request
 
-from .errors import InvalidInput, PayloadTooLarge
+from .errors import InvalidInput, UnsupportedMediaType
 from .fetch import UrlRefused, download
 from .files import close_files, iter_files
+from .limits import (
+    InputLimits,
+    ValueBudget,
+    check_field_count,
+    form_pairs,
+    parse_json,
+    query_pairs,
+    read_body,
+)
 from .multipart import MultipartReader, boundary_of
 from .responses import RequestValidationFailed
 from .tasks import TaskDef, validation_errors
 
-BODY_OVERHEAD_BYTES = 1024 * 1024
-"""Besides one file's base64 (4/3 of FTAPI_MAX_FILE_MB), what a JSON or urlencoded body may hold."""
+__all__ = ["InputLimits", "read_params", "read_request_data"]
 
-
-def body_limit(max_file_bytes: int) -> int:
-    """Largest JSON or urlencoded body: one file of the largest size as base64, plus the other fields."""
-    return max_file_bytes * 4 // 3 + BODY_OVERHEAD_BYTES
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused with 413 as soon as it passes `limit` (before it is all in memory)."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"the request body is larger than {limit // (1024 * 1024)} MB")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise PayloadTooLarge(f"the request body is larger than {limit // (1024 * 1024)} MB")
-    return bytes(body)
-
-
-@dataclass(frozen=True)
-class InputLimits:
-    """What a request may bring: the largest file, and whether URLs may point at private addresses."""
-
-    max_file_bytes: int
-    allow_private_urls: bool = False
+_NO_NAMES: frozenset[str] = frozenset()
 
 
 async def read_params(request: Request, task: TaskDef, limits: InputLimits) -> dict[str, Any]:
     """The validated keyword arguments of a task call, URL file parameters downloaded."""
-    max_file_bytes = limits.max_file_bytes
-    data: dict[str, Any] = _multi_dict(request.query_params.multi_items(), task)
-    location = "query"
-    content_type_header = request.headers.get("content-type", "")
-    content_type = content_type_header.split(";", 1)[0].strip().lower()
-    if content_type == "application/json" or content_type.endswith("+json"):
-        body = await read_body(request, body_limit(max_file_bytes))
-        if body.strip():
-            location = "body"
-            try:
-                parsed = json.loads(body)
-            except ValueError as exc:
-                raise RequestValidationFailed(
-                    [{"type": "json_invalid", "loc": ["body"], "msg": f"JSON decode error: {exc}"}]
-                ) from None
-            if not isinstance(parsed, dict):
-                raise RequestValidationFailed(
-                    [{"type": "model_attributes_type", "loc": ["body"], "msg": "the body must be a JSON object"}]
-                )
-            data.update(parsed)
-    elif content_type == "application/x-www-form-urlencoded":
-        location = "body"
-        body = await read_body(request, body_limit(max_file_bytes))
-        pairs = parse_qsl(body.decode("latin-1"), keep_blank_values=True, encoding="utf-8", errors="replace")
-        data.update(_multi_dict(pairs, task))
-    elif content_type == "multipart/form-data":
-        location = "body"
-        reader = MultipartReader(boundary_of(content_type_header), max_file_bytes)
-        data.update(_multi_dict(await reader.read(request.stream()), task))
+    data, location = await read_request_data(request, limits, task.file_params, task.list_params)
     try:
-        params = task.validate(data, max_file_bytes)
+        params = task.validate(data, limits.max_file_bytes)
     except ValidationError as exc:
         close_files(data.values())
         raise RequestValidationFailed(validation_errors(exc, location)) from None
@@ -92,6 +45,64 @@ async def read_params(request: Request, task: TaskDef, limits: InputLimits) -> d
         close_files(params.values())
         raise
     return params
+
+
+async def read_request_data(
+    request: Request,
+    limits: InputLimits,
+    file_params: frozenset[str] = _NO_NAMES,
+    list_params: frozenset[str] = _NO_NAMES,
+) -> tuple[dict[str, Any], str]:
+    """A request's parameters before validation, and where they came from (`body` or `query`).
+
+    The query string is read first; a body adds to it: JSON, a form, or, under any other declared type,
+    a JSON object (a browser's `fetch()` sends JSON as text/plain unless told otherwise). Any other
+    non-empty body is refused with 415 rather than ignored. Bodies are bounded as `limits` says.
+    """
+    budget = ValueBudget()
+    names = _Names(file_params, list_params, budget)
+    query = query_pairs(request, limits)
+    data = names.collect(query) if query else {}
+    header = request.headers.get("content-type", "")
+    content_type = header.split(";", 1)[0].strip().lower()
+    takes_files = bool(file_params)
+    if content_type == "multipart/form-data":
+        cap, too_large = limits.body_cap(takes_files), limits.body_too_large(takes_files)
+        reader = MultipartReader(boundary_of(header), limits.max_file_bytes, cap, too_large, file_params)
+        data.update(names.collect(await reader.read(request.stream())))
+        return data, "body"
+    if content_type == "application/x-www-form-urlencoded":
+        data.update(names.collect(form_pairs(await read_body(request, limits, takes_files))))
+        return data, "body"
+    body = await read_body(request, limits, takes_files)
+    if not body or body.isspace():
+        return data, "query"
+    declared_json = content_type == "application/json" or content_type.endswith("+json")
+    try:
+        parsed = parse_json(body, budget)
+    except ValueError as exc:
+        if not declared_json:
+            raise _unsupported(content_type) from None
+        raise RequestValidationFailed(
+            [{"type": "json_invalid", "loc": ["body"], "msg": f"JSON decode error: {exc}"}]
+        ) from None
+    if not isinstance(parsed, dict):
+        if not declared_json:
+            raise _unsupported(content_type)
+        raise RequestValidationFailed(
+            [{"type": "model_attributes_type", "loc": ["body"], "msg": "the body must be a JSON object"}]
+        )
+    check_field_count(len(parsed), "JSON body")
+    data.update(parsed)
+    return data, "body"
+
+
+def _unsupported(content_type: str) -> UnsupportedMediaType:
+    declared = f"a {content_type[:100]} body" if content_type else "a body without a Content-Type"
+    return UnsupportedMediaType(
+        f"{declared} that is not a JSON object: send parameters as JSON (application/json), "
+        "a form (application/x-www-form-urlencoded or multipart/form-data), or in the query string"
+    )
 
 
 async def _download_url_files(params: dict[str, Any], limits: InputLimits, location: str) -> None:
@@ -107,28 +118,38 @@ async def _download_url_files(params: dict[str, Any], limits: InputLimits, locat
             media.take_content(downloaded)
 
 
-def _multi_dict(items: list[tuple[str, Any]], task: TaskDef) -> dict[str, Any]:
-    data: dict[str, Any] = {}
-    for key, value in items:
-        if key in task.list_params:
-            data.setdefault(key, []).append(value)
-        else:
-            data[key] = value
-    return {key: _maybe_json(key, value, task) for key, value in data.items()}
+class _Names:
+    """Turns the (name, value) pairs of a form or query string into parameters."""
 
+    def __init__(self, file_params: frozenset[str], list_params: frozenset[str], budget: ValueBudget) -> None:
+        self.file_params = file_params
+        self.list_params = list_params
+        self.budget = budget
 
-def _maybe_json(key: str, value: Any, task: TaskDef) -> Any:
-    """Form and query values are strings; a field that holds a model, dict or list may come as JSON text."""
-    if isinstance(value, str) and key not in task.file_params and value[:1] in ("{", "["):
-        try:
-            return json.loads(value)
-        except ValueError:
+    def collect(self, items: list[tuple[str, Any]]) -> dict[str, Any]:
+        data: dict[str, Any] = {}
+        for key, value in items:
+            if key in self.list_params:
+                data.setdefault(key, []).append(value)
+            else:
+                data[key] = value
+        return {key: self._maybe_json(key, value) for key, value in data.items()}
+
+    def _maybe_json(self, key: str, value: Any) -> Any:
+        """Form and query values are strings; a field that holds a model, dict or list may come as JSON text
+        (text that does not parse, or nests too deep, stays a string for validation to judge)."""
+        if key in self.file_params:
             return value
-    if isinstance(value, list) and len(value) == 1 and key not in task.file_params:
-        only = value[0]
-        if isinstance(only, str) and only[:1] == "[":
+        if isinstance(value, str) and value[:1] in ("{", "["):
             try:
-                return json.loads(only)
+                return parse_json(value, self.budget)
             except ValueError:
                 return value
-    return value
+        if isinstance(value, list) and len(value) == 1:
+            only = value[0]
+            if isinstance(only, str) and only[:1] == "[":
+                try:
+                    return parse_json(only, self.budget)
+                except ValueError:
+                    return value
+        return value

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import zlib
+from collections.abc import Collection
 from datetime import datetime, timezone
 from typing import Any
 
@@ -37,6 +38,10 @@ _STATUS = {
 }
 
 RESULT_SUCCESSFUL = b"1"
+
+JOB_DATA_LIMIT_BYTES = 16 * 1024 * 1024
+"""Largest job parameters (files included, as base64) inside a job record, measured uncompressed: the API
+refuses more, and a worker fails a record that decompresses to more instead of running out of memory."""
 
 ABANDONED = {
     "type": "AbandonedJobError",
@@ -113,3 +118,32 @@ def encode_result(value: Any) -> bytes:
 def encode_exception_text(text: str) -> bytes:
     """RQ's encoding of `exc_string`: base64 of zlib of the text."""
     return base64.b64encode(zlib.compress(text.encode()))
+
+
+class InvalidJobRecord(ValueError):
+    """A job record whose parameters cannot be read: corrupt, or larger than JOB_DATA_LIMIT_BYTES."""
+
+
+def decode_job_data(
+    raw: bytes | None, served: Collection[str], limit: int = JOB_DATA_LIMIT_BYTES
+) -> tuple[str, dict[str, Any]]:
+    """The task path (one of `served`) and keyword arguments in RQ's `data` field (zlib of the JSON job
+    tuple), decompressing at most `limit` bytes: a small record must not unpack into gigabytes."""
+    unpacker = zlib.decompressobj()
+    try:
+        text = unpacker.decompress(raw or b"", limit + 1)
+    except zlib.error as exc:
+        raise InvalidJobRecord(f"the job's parameters are not compressed data ({exc})") from None
+    if len(text) > limit or unpacker.unconsumed_tail:
+        raise InvalidJobRecord(f"the job's parameters decompress to more than {limit} bytes")
+    if not unpacker.eof:
+        raise InvalidJobRecord("the job's parameters are truncated")
+    try:
+        _, _, args, kwargs = json.loads(text)
+    except (ValueError, TypeError, RecursionError):
+        raise InvalidJobRecord("the job's parameters are not the JSON of an RQ job") from None
+    if not (isinstance(args, list) and args and isinstance(args[0], str) and isinstance(kwargs, dict)):
+        raise InvalidJobRecord("the job's parameters are not the JSON of an RQ job")
+    if args[0] not in served:
+        raise InvalidJobRecord(f"the job is for {args[0][:100]!r}, which this worker does not serve")
+    return args[0], kwargs

@@ -41,6 +41,8 @@ class Settings:
     """File parameters up to this size travel inside the job; larger ones go through the bucket."""
     api_key: str | None = field(default=None, repr=False)
     max_file_mb: float = 1024.0
+    max_body_mb: float = 8.0
+    """Largest request body besides files: JSON, forms, a multipart body's other fields, the query string."""
     concurrency: int | None = None
     """Jobs one process runs at once; None means the mode's default (4 embedded, 1 per worker)."""
     worker_grace_s: float = 30.0
@@ -84,6 +86,7 @@ class Settings:
         for name, key, cast in (
             ("PORT", "port", int),
             ("MAX_FILE_MB", "max_file_mb", float),
+            ("MAX_BODY_MB", "max_body_mb", float),
             ("CONCURRENCY", "concurrency", int),
             ("WORKER_GRACE_S", "worker_grace_s", float),
             ("S3_INLINE_KB", "s3_inline_kb", float),
@@ -143,6 +146,8 @@ class Settings:
                 raise ConfigError(f"{name} must be a finite number of at least 0, not {number}")
         if self.max_file_mb <= 0:
             raise ConfigError("FTAPI_MAX_FILE_MB must be positive")
+        if not 0 < self.max_body_mb < float("inf"):
+            raise ConfigError(f"FTAPI_MAX_BODY_MB must be a positive number of megabytes, not {self.max_body_mb!r}")
         if isinstance(self.cors_origins, str):
             raise ConfigError("cors_origins must be a list of origins, not one string")
         for origin in self.cors_origins:

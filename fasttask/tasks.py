@@ -155,21 +155,11 @@ def _signature_fields(fn: Callable[..., Any]) -> tuple[str | None, dict[str, tup
 
 
 def validation_errors(exc: ValidationError, location: str) -> list[dict[str, Any]]:
-    """FastAPI's field-error list for a pydantic ValidationError."""
+    """FastAPI's field-error list for a pydantic ValidationError (inputs as they came: responses trim them)."""
     errors = []
     for error in exc.errors(include_url=False, include_context=False):
         entry: dict[str, Any] = {"type": error["type"], "loc": [location, *error["loc"]], "msg": error["msg"]}
-        if "input" in error and _json_safe(error["input"]):
+        if "input" in error:
             entry["input"] = error["input"]
         errors.append(entry)
     return errors
-
-
-def _json_safe(value: Any) -> bool:
-    if value is None or isinstance(value, str | int | float | bool):
-        return True
-    if isinstance(value, list):
-        return all(_json_safe(item) for item in value)
-    if isinstance(value, dict):
-        return all(isinstance(k, str) and _json_safe(v) for k, v in value.items())
-    return False

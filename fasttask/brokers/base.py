@@ -122,16 +122,18 @@ def encode_cursor(moment_us: int, job_id: str) -> str:
     return f"{moment_us}~{job_id}"
 
 
+MAX_CURSOR_CHARS = 100
+"""A cursor is a time in microseconds, `~` and a job id: far shorter than this."""
+
+
 def decode_cursor(raw: str | None) -> tuple[int, str] | None:
     if raw is None or raw == "":
         return None
     moment, sep, job_id = raw.partition("~")
-    try:
-        if not sep or not job_id:
-            raise ValueError(raw)
+    if len(raw) <= MAX_CURSOR_CHARS and sep and job_id and moment.isdigit() and moment.isascii():
         return int(moment), job_id
-    except ValueError:
-        raise InvalidInput(f"cursor {raw!r} is not one that GET /jobs gave") from None
+    shown = raw if len(raw) <= MAX_CURSOR_CHARS else raw[:MAX_CURSOR_CHARS] + "…"
+    raise InvalidInput(f"cursor {shown!r} is not one that GET /jobs gave")
 
 
 class Broker(ABC):

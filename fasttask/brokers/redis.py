@@ -26,14 +26,14 @@ from rq.serializers import JSONSerializer
 
 from .. import redis_layout as layout
 from .. import redis_scripts as scripts
-from ..errors import BackendUnavailable, JobAlreadyFinal, JobNotFound, PayloadTooLarge, QueueFull
+from ..errors import BackendUnavailable, JobAlreadyFinal, JobNotFound, PayloadTooLarge, QueueFull, size_text
 from ..files import close_files, iter_files
 from ..jobs import JobRecord, JobStatus, new_job_id, utcnow
 from ..logs import job_log, log_job
 from ..loops import Backoff, LoopHealth, run_forever, stop_tasks
 from ..metrics import JobMetrics
 from ..redis_cleanup import CLEANUP_INTERVAL_S, clean_up_abandoned, sweep_storage
-from ..redis_records import RECORD_FIELDS, record_from_redis, rq_timestamp
+from ..redis_records import JOB_DATA_LIMIT_BYTES, RECORD_FIELDS, record_from_redis, rq_timestamp
 from ..series import MinuteStats
 from ..settings import Settings
 from ..storage import ObjectStore
@@ -52,8 +52,9 @@ logger = logging.getLogger("fasttask.redis")
 
 T = TypeVar("T")
 
-INLINE_PARAMS_LIMIT_BYTES = 16 * 1024 * 1024
-"""Largest job parameters (files included, as base64) carried inside Redis without object storage."""
+INLINE_PARAMS_LIMIT_BYTES = JOB_DATA_LIMIT_BYTES
+"""Largest job parameters (files included, as base64) carried inside Redis, uncompressed: what a worker
+will unpack, whatever zlib makes of it in Redis."""
 
 REDIS_CONNECTIONS = 64
 """Connections one API process opens to Redis at most; more concurrent requests wait their turn."""
@@ -240,6 +241,9 @@ class RedisBroker(Broker):
 
     # -- internals ---------------------------------------------------------------------------------
     def _job_fields(self, task: TaskDef, queue: str, record: JobRecord, params: dict[str, Any]) -> dict[str, Any]:
+        inline = sum(media.size for value in params.values() for media in iter_files(value) if not media.object_key)
+        if inline * 4 // 3 > INLINE_PARAMS_LIMIT_BYTES:  # too large as base64 already: refused before encoding
+            raise self._too_large(inline * 4 // 3)
         payload = task.dump_params(params)
         rq_job = RQJob.create(
             layout.TASK_FUNCTION,
@@ -257,20 +261,24 @@ class RedisBroker(Broker):
         )
         rq_job.created_at = record.created_at.replace(tzinfo=None)
         rq_job.enqueued_at = rq_job.created_at
-        fields = rq_job.to_dict()
-        size = len(fields["data"])  # the parameters as Redis will hold them (RQ's compressed JSON)
+        size = len(rq_job.data)  # the parameters as a worker unpacks them (RQ's JSON before zlib; kept for to_dict)
         if size > INLINE_PARAMS_LIMIT_BYTES:
-            raise PayloadTooLarge(
-                f"the job's parameters take {size / (1024 * 1024):.1f} MB; without object storage "
-                f"(FTAPI_S3_BUCKET) the Redis queue carries at most {INLINE_PARAMS_LIMIT_BYTES // (1024 * 1024)} MB "
-                "per job"
-            )
+            raise self._too_large(size)
+        fields = rq_job.to_dict()
         fields["status"] = RQStatus.QUEUED.value
         fields[layout.F_ENDPOINT] = task.path
         if task.timeout_s is not None:
             fields["ft_timeout"] = repr(task.timeout_s)
         fields["ft_retries"] = task.retries
         return fields
+
+    @staticmethod
+    def _too_large(size: int) -> PayloadTooLarge:
+        return PayloadTooLarge(
+            f"the job's parameters take {size_text(size)}; the Redis queue carries at most "
+            f"{size_text(INLINE_PARAMS_LIMIT_BYTES)} per job (uncompressed): configure object storage "
+            "(FTAPI_S3_BUCKET) for large files"
+        )
 
     async def _read(self, job_id: str) -> JobRecord | None:
         pipe = self._redis.pipeline(transaction=False)

@@ -16,7 +16,7 @@ import redis
 from redis.exceptions import RedisError
 
 from .. import redis_layout as layout
-from ..errors import ConfigError, PayloadTooLarge
+from ..errors import ConfigError, PayloadTooLarge, size_text
 from ..files import MediaFile, iter_files
 from ..storage import ObjectStore
 from ..tasks import TaskDef
@@ -52,6 +52,8 @@ class Claimed:
     pending_progress: tuple[float, str | None] | None = None
     progress_written_at: float = 0.0
     last_progress: tuple[float, str | None] = (0.0, None)
+    unreadable: str | None = None
+    """Why the job record's parameters could not be read (the job then fails without running)."""
 
     @property
     def member(self) -> str:
@@ -136,8 +138,8 @@ class JobIO:
                 url = self.store.presigned_url(object_key, claimed.result_ttl) or url
             elif media.size > INLINE_RESULT_LIMIT_BYTES:
                 raise PayloadTooLarge(
-                    f"the result file {media.file_name!r} takes {media.size // (1024 * 1024)} MB; without object "
-                    f"storage (FTAPI_S3_BUCKET) results carry at most {INLINE_RESULT_LIMIT_BYTES // (1024 * 1024)} MB"
+                    f"the result file {media.file_name!r} takes {size_text(media.size)}; without object "
+                    f"storage (FTAPI_S3_BUCKET) results carry at most {size_text(INLINE_RESULT_LIMIT_BYTES)}"
                 )
             else:
                 items += ["content", media.to_bytes()]

@@ -17,7 +17,6 @@ import sys
 import threading
 import time
 import uuid
-import zlib
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -29,6 +28,7 @@ from redis.exceptions import RedisError
 from redis.retry import Retry as RedisRetry
 
 from .. import redis_layout as layout
+from .. import redis_records as records
 from .. import redis_scripts as scripts
 from ..errors import ConfigError, JobCancelled
 from ..execution import error_info, run_async, run_sync
@@ -211,6 +211,8 @@ class Worker:
         self.guard.watch(Watch(claimed.job_id, deadline, claimed.stop, self._interrupter(claimed)))
         outcome: tuple[str, Any] | None
         try:
+            if claimed.unreadable is not None:
+                raise records.InvalidJobRecord(claimed.unreadable)
             result = self._execute(claimed, progress)
             outcome = ("finished", result)
         except (JobInterrupted, JobCancelled, asyncio.CancelledError):
@@ -225,7 +227,7 @@ class Worker:
             self.io.forget_inputs(claimed)
             return self._retrying(self._claim)
         status, value = outcome
-        if status == "failed" and claimed.failures < claimed.retries:
+        if status == "failed" and claimed.failures < claimed.retries and claimed.unreadable is None:
             self._retrying(lambda: self._requeue(claimed, count_failure=True))
             return self._retrying(self._claim)
         self.io.forget_inputs(claimed)
@@ -281,12 +283,15 @@ class Worker:
             return None
         queue, job_id, flat = reply[0].decode(), reply[1].decode(), reply[2]
         fields = dict(zip(flat[0::2], flat[1::2], strict=True))
-        _, _, args, kwargs = json.loads(zlib.decompress(fields[b"data"]))
         task = self.queues[queue]
+        try:  # a record this worker cannot read fails as a job, instead of stopping the worker
+            path, kwargs, unreadable = *records.decode_job_data(fields.get(b"data"), self.tasks), None
+        except records.InvalidJobRecord as exc:
+            logger.error("job %s: %s", job_id, exc)
+            path, kwargs, unreadable = task.path, {}, str(exc)
         started = parse_rq_timestamp(fields.get(b"started_at"))
         assert started is not None
         timeout = fields.get(b"ft_timeout")
-        path = args[0]
         queued = parse_rq_timestamp(fields.get(b"enqueued_at") or fields.get(b"created_at"))
         if self.metrics is not None and queued is not None:
             self.metrics.started(path, (started - queued).total_seconds())
@@ -295,8 +300,9 @@ class Worker:
         return Claimed(
             job_id=job_id,
             queue=queue,
-            task=task if args[0] == task.path else self.tasks[args[0]],
+            task=task if path == task.path else self.tasks[path],
             params=kwargs,
+            unreadable=unreadable,
             execution_id=fields[b"ft_execution"].decode(),
             started_at=started,
             result_ttl=int(fields.get(b"result_ttl") or task.result_ttl_s),
