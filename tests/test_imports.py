@@ -76,10 +76,10 @@ class _ImportCollector(ast.NodeVisitor):
             base = f"{base}.{node.module}" if node.module else base
         else:
             base = node.module or ""
-        self.found.append(Import(base, node.lineno))
-        for alias in node.names:  # `from . import files`: a module of the package
-            if f"{base}.{alias.name}" in self.known:
-                self.found.append(Import(f"{base}.{alias.name}", node.lineno))
+        modules = [f"{base}.{alias.name}" for alias in node.names if f"{base}.{alias.name}" in self.known]
+        if len(modules) < len(node.names):  # names from `base` itself, not only modules of the package
+            self.found.append(Import(base, node.lineno))
+        self.found += [Import(module, node.lineno) for module in modules]  # `from . import files`
 
     def visit_Call(self, node: ast.Call) -> None:
         function = node.func
@@ -176,5 +176,9 @@ def later():
         ("media_toolkit.video", 18),
         ("rq.job", 19),
     }
-    in_package = {item.target for item in imports_in("from .sdk import x\nfrom .. import y", "fasttask.runpod", True)}
-    assert in_package == {"fasttask.runpod.sdk", "fasttask"}
+    in_package = imports_in(
+        "from .sdk import x\nfrom .. import y, storage", "fasttask.runpod", True, {"fasttask.storage"}
+    )
+    assert {item.target for item in in_package} == {"fasttask.runpod.sdk", "fasttask", "fasttask.storage"}
+    only_modules = imports_in("from . import sibling", "fasttask.runpod.handler", known=known)
+    assert [item.target for item in only_modules] == ["fasttask.runpod.sibling"], "not the package itself"
