@@ -148,7 +148,7 @@ class FastTaskAPI:
     def start(self, host: str | None = None, port: int | None = None) -> None:
         """Serve per the settings: an HTTP server, or (FTAPI_BACKEND=runpod) a runpod serverless worker."""
         if self.settings.backend == "runpod":  # host and port are runpod's flags here (--rp_api_port, ...)
-            from .serverless import serve_runpod
+            from .runpod.handler import serve_runpod
 
             serve_runpod(self)
             return

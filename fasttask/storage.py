@@ -13,7 +13,7 @@ import contextlib
 import importlib
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -42,6 +42,16 @@ def _boto3() -> Any:
 
 
 @dataclass(frozen=True)
+class AccessKeys:
+    """Credentials given outright (runpod's BUCKET_* variables, say) instead of the AWS credential chain."""
+
+    access_key_id: str
+    secret_access_key: str = field(repr=False)
+    region: str | None = None
+    """None: boto3's default region applies."""
+
+
+@dataclass(frozen=True)
 class StoredObject:
     key: str
     size: int
@@ -49,9 +59,9 @@ class StoredObject:
 
 
 class ObjectStore:
-    """One bucket, reached with the standard AWS credential chain (AWS_ACCESS_KEY_ID, ...)."""
+    """One bucket, reached with the standard AWS credential chain (AWS_ACCESS_KEY_ID, ...), or with `keys`."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, keys: AccessKeys | None = None) -> None:
         assert settings.s3_bucket is not None
         boto3 = _boto3()
         config = importlib.import_module("botocore.config").Config(
@@ -61,9 +71,18 @@ class ObjectStore:
             read_timeout=READ_TIMEOUT_S,
         )
         self.bucket = settings.s3_bucket
-        self.client = boto3.client("s3", endpoint_url=settings.s3_endpoint_url, config=config)
+        given: dict[str, Any] = {}
+        if keys is not None:
+            given = {
+                "aws_access_key_id": keys.access_key_id,
+                "aws_secret_access_key": keys.secret_access_key,
+                "region_name": keys.region,
+            }
+        self.client = boto3.client("s3", endpoint_url=settings.s3_endpoint_url, config=config, **given)
         self._public = (
-            boto3.client("s3", endpoint_url=settings.s3_public_url, config=config) if settings.s3_public_url else None
+            boto3.client("s3", endpoint_url=settings.s3_public_url, config=config, **given)
+            if settings.s3_public_url
+            else None
         )
         self._transfer = importlib.import_module("boto3.s3.transfer").TransferConfig(
             multipart_threshold=PART_BYTES,
@@ -106,15 +125,22 @@ class ObjectStore:
             stream: IO[bytes] = self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
         return stream
 
+    def put_file_with_url(self, key: str, media: MediaFile, ttl_s: float) -> str:
+        """Upload a file (see `put_file`) and return `download_url` for it."""
+        self.put_file(key, media)
+        return self.download_url(key, ttl_s)
+
+    def download_url(self, key: str, ttl_s: float) -> str:
+        """A presigned URL that downloads the object for `ttl_s` (at most MAX_PRESIGN_S): against
+        FTAPI_S3_PUBLIC_URL when set, else against the endpoint this store reaches."""
+        with _storage_errors("sign a download URL"):
+            return _presign(self._public or self.client, self.bucket, key, ttl_s)
+
     def presigned_url(self, key: str, ttl_s: float) -> str | None:
         """A URL clients can download from directly, when FTAPI_S3_PUBLIC_URL says where they reach storage."""
         if self._public is None:
             return None
-        expires = max(1, min(int(ttl_s), MAX_PRESIGN_S))
-        url: str = self._public.generate_presigned_url(
-            "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=expires
-        )
-        return url
+        return _presign(self._public, self.bucket, key, ttl_s)
 
     def delete(self, keys: list[str]) -> None:
         for start in range(0, len(keys), 1000):
@@ -144,6 +170,12 @@ class ObjectStore:
             self.delete(keys)
             deleted += len(keys)
         return deleted
+
+
+def _presign(client: Any, bucket: str, key: str, ttl_s: float) -> str:
+    expires = max(1, min(int(ttl_s), MAX_PRESIGN_S))
+    url: str = client.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=expires)
+    return url
 
 
 def _minute(prefix: str) -> float:

@@ -31,7 +31,7 @@ import pytest
 from fasttask import JobStatus, MediaFile
 from fasttask.client import APIError, AsyncClient, AsyncRemoteFile, Client, JobFailed, RemoteFile
 from fasttask.client._core import outcome
-from fasttask.client._runpod import (
+from fasttask.client._runpod_protocol import (
     RUNPOD_API_URL,
     Backoff,
     RunpodOptions,

@@ -24,8 +24,10 @@ from typing import Any
 import httpx
 import pytest
 
-from fasttask import ConfigError, FastTaskAPI, MissingExtra, runpod_files, serverless
-from fasttask.serverless import RunpodWorker
+from fasttask import ConfigError, FastTaskAPI, MissingExtra
+from fasttask.runpod import files as runpod_files
+from fasttask.runpod import progress as runpod_progress
+from fasttask.runpod.handler import RunpodWorker
 
 from .conftest import free_port
 from .runpod_app import NET_GUARD_MARK, Probe, make_app
@@ -187,7 +189,7 @@ def test_progress_reaches_runpod_as_structured_data(
 def test_progress_is_throttled_and_the_latest_report_lands(
     make_worker: MakeWorker, progress_updates: list[tuple[str, Any]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(serverless, "PROGRESS_INTERVAL_S", 0.2)
+    monkeypatch.setattr(runpod_progress, "PROGRESS_INTERVAL_S", 0.2)
     worker = make_worker()
     # five reports at once, then the task works on: the first goes out, the last when the window ends
     assert run(worker, job("p-1", path="/report", steps=5, pause=0.6)) == "reported"

@@ -1,4 +1,5 @@
-"""Object storage on the Redis queue, against a real S3 HTTP API (moto's server, in a subprocess)."""
+"""Object storage on the Redis queue, and the store's own methods, against a real S3 HTTP API (moto's
+server, in a subprocess)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import os
 import time
 import zlib
 from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -15,9 +18,10 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 
-from fasttask import FastTaskAPI, Settings
+from fasttask import FastTaskAPI, MediaFile, Settings
 from fasttask.brokers import redis as redis_broker
-from fasttask.storage import ObjectStore
+from fasttask.errors import StorageUnavailable
+from fasttask.storage import AccessKeys, ObjectStore
 
 from .apps import make_app
 
@@ -113,6 +117,38 @@ def test_the_sweep_deletes_objects_once_their_job_expired(s3_endpoint: str, buck
     assert keys_in(s3_endpoint, bucket) == [later]
     assert store.sweep(now=now + 4000) == 1
     assert keys_in(s3_endpoint, bucket) == []
+
+
+@pytest.fixture
+def no_aws_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Nothing in boto3's credential chain: no variables, no files, no instance metadata (never asked), and
+    a fresh default session, so credentials an earlier test left in it do not count."""
+    for name in list(os.environ):
+        if name.startswith(("AWS_", "BOTO_")):
+            monkeypatch.delenv(name)
+    for name in ("AWS_SHARED_CREDENTIALS_FILE", "AWS_CONFIG_FILE", "BOTO_CONFIG"):
+        monkeypatch.setenv(name, str(tmp_path / "absent"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
+
+
+def test_a_store_with_given_keys_needs_no_credential_chain(
+    s3_endpoint: str, bucket: str, no_aws_credentials: None
+) -> None:
+    settings = Settings(s3_bucket=bucket, s3_endpoint_url=s3_endpoint)
+    keyed = ObjectStore(settings, AccessKeys("test", "test"))
+    key = keyed.key_for("job1", "a b.bin", ttl_s=60)
+    with MediaFile.from_bytes(CONTENT, "a b.bin") as media:
+        url = keyed.put_file_with_url(key, media, ttl_s=60)
+    assert url.startswith(f"{s3_endpoint}/{bucket}/fasttask/expires/")
+    assert httpx.get(url).content == CONTENT
+    public = ObjectStore(replace(settings, s3_public_url=s3_endpoint), AccessKeys("test", "test"))
+    assert httpx.get(public.download_url(key, ttl_s=60)).content == CONTENT, "the public endpoint signs with the keys"
+    chained = ObjectStore(settings)  # the AWS credential chain, empty here
+    with pytest.raises(StorageUnavailable, match="store a file"), MediaFile.from_bytes(b"x", "x.bin") as media:
+        chained.put_file_with_url(key, media, ttl_s=60)
+    with pytest.raises(StorageUnavailable, match=r"sign a download URL.*credentials"):
+        chained.download_url(key, ttl_s=60)
 
 
 def test_without_storage_redis_refuses_parameters_past_its_inline_limit(

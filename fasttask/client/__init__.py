@@ -13,9 +13,9 @@ print(runpod.call("/make_fries", fries_name="cheesy"))
 ```
 
 Layers: `Client` / `AsyncClient` and their job handles (`_sync`, `_async`) talk to a transport (`_transport`
-is the seam, `_http` the fasttask HTTP API, `_runpod` runpod serverless's queue API); what both twins share
-without I/O (requests, answers, retries, deadlines) is in `_core`, files both ways in `_files`, progress bars
-in `_progress`.
+is the seam, `_http` the fasttask HTTP API, `_runpod` runpod serverless's queue API, read and written by
+`_runpod_protocol`); what both twins share without I/O (requests, answers, retries, deadlines) is in `_core`,
+files both ways in `_files`, progress bars in `_progress`.
 """
 
 from ._async import AsyncClient, AsyncJob

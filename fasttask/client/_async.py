@@ -13,7 +13,8 @@ from ._errors import ClientError, ConnectionFailed
 from ._http import AsyncHTTPTransport
 from ._models import JobState, StreamEvent
 from ._progress import Progress, ProgressDisplay, batch_display, job_display
-from ._runpod import DEFAULT_POLL_INTERVAL_S, RUNPOD_API_URL, AsyncRunpodTransport, RunpodOptions, endpoint_url
+from ._runpod import AsyncRunpodTransport
+from ._runpod_protocol import DEFAULT_POLL_INTERVAL_S, RUNPOD_API_URL, RunpodOptions, endpoint_url
 from ._sync import DEFAULT_CONCURRENCY
 from ._transport import AsyncTransport
 

@@ -14,7 +14,8 @@ from ._errors import ClientError, ConnectionFailed
 from ._http import HTTPTransport
 from ._models import JobState, StreamEvent
 from ._progress import Progress, ProgressDisplay, batch_display, job_display
-from ._runpod import DEFAULT_POLL_INTERVAL_S, RUNPOD_API_URL, RunpodOptions, RunpodTransport, endpoint_url
+from ._runpod import RunpodTransport
+from ._runpod_protocol import DEFAULT_POLL_INTERVAL_S, RUNPOD_API_URL, RunpodOptions, endpoint_url
 from ._transport import Transport
 
 DEFAULT_CONCURRENCY = 8

@@ -1,8 +1,8 @@
 """The seam between the client's job handles and the way a service is reached.
 
 `Job`, `Client.call` and `Client.map` only ever talk to a Transport. The fasttask HTTP API is one
-implementation (`_http.py`); runpod serverless is another (`_runpod.py`), translating runpod's job records
-into JobState, and every handle method works unchanged on top of it.
+implementation (`_http.py`); runpod serverless is another (`_runpod.py`, with `_runpod_protocol.py`
+translating runpod's job records into JobState), and every handle method works unchanged on top of it.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """Where runpod mode's file results go: inline as base64, or into a bucket (ours or runpod's) as URLs.
 
-No runpod import here: only the bucket settings runpod documents (BUCKET_* variables) are read.
+No runpod import here: only the bucket settings runpod documents (BUCKET_* variables) are read, and the
+bucket is reached through `fasttask.storage`.
 """
 
 from __future__ import annotations
@@ -13,10 +14,9 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlparse
 
-from . import storage
-from .files import MediaFile, close_files
-from .settings import Settings
-from .storage import MAX_PRESIGN_S, ObjectStore
+from ..files import MediaFile, close_files
+from ..settings import Settings
+from ..storage import AccessKeys, ObjectStore
 
 logger = logging.getLogger("fasttask.runpod")
 
@@ -56,13 +56,8 @@ class ResultFiles:
             return media.to_dict()
         key = store.key_for(self.job_id or "job", f"out-{self.uploaded}-{media.file_name}", self.ttl_s)
         self.uploaded += 1
-        store.put_file(key, media)
-        url = store.presigned_url(key, self.ttl_s) or store.client.generate_presigned_url(
-            "get_object",
-            Params={"Bucket": store.bucket, "Key": key},
-            ExpiresIn=max(1, min(int(self.ttl_s), MAX_PRESIGN_S)),
-        )
-        return {"file_name": media.file_name, "content_type": media.content_type, "size": media.size, "url": str(url)}
+        url = store.put_file_with_url(key, media, self.ttl_s)
+        return {"file_name": media.file_name, "content_type": media.content_type, "size": media.size, "url": url}
 
     def close(self) -> None:
         close_files(self._files)
@@ -82,22 +77,8 @@ def result_store(settings: Settings, environ: Mapping[str, str] | None = None) -
     if not bucket:
         logger.warning("BUCKET_ENDPOINT_URL is set but BUCKET_NAME is not: file results stay inline (base64)")
         return None
-    return _KeyedObjectStore(bucket, endpoint, access_key_id, secret)
-
-
-class _KeyedObjectStore(ObjectStore):
-    """An ObjectStore whose credentials are given (runpod's BUCKET_* variables), not the AWS defaults."""
-
-    def __init__(self, bucket: str, endpoint_url: str, access_key_id: str, secret_access_key: str) -> None:
-        super().__init__(Settings(s3_bucket=bucket, s3_endpoint_url=endpoint_url))
-        self.client = storage._boto3().client(
-            "s3",
-            endpoint_url=endpoint_url,
-            aws_access_key_id=access_key_id,
-            aws_secret_access_key=secret_access_key,
-            region_name=_region_of(endpoint_url),
-            config=self.client.meta.config,
-        )
+    keys = AccessKeys(access_key_id, secret, _region_of(endpoint))
+    return ObjectStore(Settings(s3_bucket=bucket, s3_endpoint_url=endpoint), keys)
 
 
 def _region_of(endpoint_url: str) -> str | None:

@@ -1,8 +1,7 @@
-"""Runpod serverless mode (FTAPI_BACKEND=runpod): every task endpoint of the app behind one runpod handler.
+"""The runpod handler: every task endpoint of the app behind one handler, and `serve_runpod` that starts it.
 
-The only module that imports the runpod SDK, and it does so only when the app starts in this mode (the
-`runpod` extra). The handler itself needs nothing from the SDK but `progress_update`, so tests call it
-directly.
+The handler itself needs nothing from the SDK (progress reports go through `progress.py`), so tests call
+it directly; `serve_runpod` imports the SDK only when the app starts in this mode.
 
 A job's input is `{"path": "/make_fries", <the task's parameters>}`. The parameters validate exactly like
 the HTTP route's (defaults, pydantic models, files as base64 / data URI / dict / URL behind the same
@@ -16,10 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import logging
 import math
-import os
 import threading
 import time
 import traceback
@@ -30,36 +27,26 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from .errors import ConfigError, FastTaskError, JobCancelled, MissingExtra
-from .execution import run_async, run_sync
-from .fetch import download
-from .files import close_files, iter_files
-from .logs import configure_worker_logging, log_job_error
-from .progress import JobProgress
-from .runpod_files import ResultFiles, result_store
-from .tasks import TaskDef, TaskKind, validation_errors
+from ..errors import ConfigError, FastTaskError, JobCancelled
+from ..execution import run_async, run_sync
+from ..fetch import download
+from ..files import close_files, iter_files
+from ..logs import configure_worker_logging, log_job_error
+from ..progress import JobProgress
+from ..tasks import TaskDef, TaskKind, validation_errors
+from .files import ResultFiles, result_store
+from .progress import ProgressSender
+from .sdk import runpod_sdk
 
 if TYPE_CHECKING:
-    from .app import FastTaskAPI
+    from ..app import FastTaskAPI
 
 logger = logging.getLogger("fasttask.runpod")
-
-PROGRESS_INTERVAL_S = 0.5
-"""At most one progress update per job this often; a report inside the window is sent when it ends."""
 
 SWEEP_INTERVAL_S = 600.0
 """How often (at most) a worker that uploads result files deletes the expired ones from the bucket."""
 
-"""Runpod's own bucket settings (those of runpod.serverless.utils.rp_upload); the bucket is BUCKET_NAME."""
-
 _MB = 1024 * 1024
-
-
-def _runpod() -> Any:
-    try:
-        return importlib.import_module("runpod")
-    except ImportError as exc:
-        raise MissingExtra("FTAPI_BACKEND=runpod needs the runpod SDK: pip install 'fasttask[runpod]'") from exc
 
 
 def serve_runpod(app: FastTaskAPI) -> None:
@@ -68,27 +55,15 @@ def serve_runpod(app: FastTaskAPI) -> None:
     runpod's own command-line flags apply: `--rp_serve_api --rp_api_host 127.0.0.1 --rp_api_port P` serves
     its local test API, `--test_input '{"input": {...}}'` runs one job and exits.
     """
-    runpod = _runpod()
+    runpod = runpod_sdk()
     configure_worker_logging(app.settings, "info")  # masked lines, text or JSON; failed jobs say why
     worker = RunpodWorker(app)
     asyncio.run(app.run_setup_hooks())  # before the first job is taken: model loading stays out of every job
     runpod.serverless.start(worker.config())
 
 
-def progress_update(job: Mapping[str, Any], update: dict[str, Any]) -> None:
-    """Hand a progress report to runpod, when there is a runpod to receive it.
-
-    Off the platform (runpod's local test API, `--test_input`) the SDK would post to an unset URL and log an
-    error for every report, so the report is only logged here.
-    """
-    if not os.environ.get("RUNPOD_WEBHOOK_POST_OUTPUT"):
-        logger.debug("job %s progress %s (not sent: not running on runpod)", job.get("id"), update)
-        return
-    _runpod().serverless.progress_update(dict(job), update)
-
-
-class JobFailed(Exception):
-    """Ends a runpod job as FAILED with `message`."""
+class HandlerError(Exception):
+    """Ends a runpod job as FAILED: the handler returns (or, streaming, yields) `{"error": message}`."""
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -134,7 +109,7 @@ class RunpodWorker:
                 async for kind, value in events:
                     if kind != "output":
                         return value
-        except JobFailed as failure:
+        except HandlerError as failure:
             return {"error": failure.message}
         raise AssertionError("a job ended without a result")  # pragma: no cover
 
@@ -147,7 +122,7 @@ class RunpodWorker:
                 async for kind, value in events:
                     if kind != "outputs":  # a generator's list of yields: already streamed one by one
                         yield value
-        except JobFailed as failure:
+        except HandlerError as failure:
             yield {"error": failure.message}
 
     # -- one job --------------------------------------------------------------------------------------
@@ -155,14 +130,14 @@ class RunpodWorker:
         """`("output", value)` for each yield of a generator task as it happens, then `("result", value)` for
         a plain task or `("outputs", [value, ...])` for a generator task.
 
-        Raises JobFailed. The task runs on this worker's threads (`def`, generators) or on the running
+        Raises HandlerError. The task runs on this worker's threads (`def`, generators) or on the running
         event loop (`async def`, async generators).
         """
         job_id = str(job.get("id", ""))
         await self.app.run_setup_hooks()  # done already when started by serve_runpod
         task, params = await self._prepare(job.get("input"))
         stop = threading.Event()
-        progress_sender = _ProgressSender(job)
+        progress_sender = ProgressSender(job)
         progress = JobProgress(job_id, progress_sender.report, stop)
         files = ResultFiles(self.store, job_id, task.result_ttl_s)
         loop = asyncio.get_running_loop()
@@ -214,10 +189,10 @@ class RunpodWorker:
                     if isinstance(running, asyncio.Task):
                         running.cancel()
             if timed_out:
-                raise JobFailed(f"task {task.path} timed out after {task.timeout_s:g} s")
+                raise HandlerError(f"task {task.path} timed out after {task.timeout_s:g} s")
             error = running.exception()
             if error is not None:
-                raise JobFailed(self._task_error(task, job_id, error))
+                raise HandlerError(self._task_error(task, job_id, error))
             result = running.result()
             await self._resolve(files)
             yield ("outputs" if task.kind in (TaskKind.GENERATOR, TaskKind.ASYNC_GENERATOR) else "result"), result
@@ -241,17 +216,17 @@ class RunpodWorker:
     async def _prepare(self, data: Any) -> tuple[TaskDef, dict[str, Any]]:
         """The task the input's path names, and its validated keyword arguments (URL files downloaded)."""
         if not isinstance(data, dict):
-            raise JobFailed('the job input must be a JSON object: {"path": "/<task>", <its parameters>}')
+            raise HandlerError('the job input must be a JSON object: {"path": "/<task>", <its parameters>}')
         values = dict(data)
         task = self._route(values.pop("path", None))
         try:
             params = task.validate(values, self.max_file_bytes)
         except ValidationError as exc:
             close_files(values.values())
-            raise JobFailed(f"invalid input for {task.path}: {_field_errors(exc)}") from None
+            raise HandlerError(f"invalid input for {task.path}: {_field_errors(exc)}") from None
         except FastTaskError as exc:  # a file over FTAPI_MAX_FILE_MB
             close_files(values.values())
-            raise JobFailed(f"invalid input for {task.path}: {exc.detail}") from None
+            raise HandlerError(f"invalid input for {task.path}: {exc.detail}") from None
         try:
             for name, value in params.items():
                 for media in iter_files(value):
@@ -262,7 +237,7 @@ class RunpodWorker:
                             media.source_url, self.max_file_bytes, self.settings.allow_private_urls
                         )
                     except FastTaskError as exc:
-                        raise JobFailed(f"invalid input for {task.path}: input.{name}: {exc.detail}") from None
+                        raise HandlerError(f"invalid input for {task.path}: input.{name}: {exc.detail}") from None
                     media.take_content(downloaded)
         except BaseException:
             close_files(params.values())
@@ -275,12 +250,12 @@ class RunpodWorker:
         if path is None:
             if len(tasks) == 1:
                 return next(iter(tasks.values()))
-            raise JobFailed(f"the job input has no path: say which task to run, one of {served}")
+            raise HandlerError(f"the job input has no path: say which task to run, one of {served}")
         task = None
         if isinstance(path, str):
             task = tasks.get(path) or (None if path.startswith("/") else tasks.get("/" + path))
         if task is None:
-            raise JobFailed(f"unknown path {path!r}: this worker serves {served}")
+            raise HandlerError(f"unknown path {path!r}: this worker serves {served}")
         return task
 
     def _task_error(self, task: TaskDef, job_id: str, error: BaseException) -> str:
@@ -300,7 +275,7 @@ class RunpodWorker:
             await asyncio.to_thread(files.resolve)
         except Exception as exc:
             logger.error("job %s: storing a result file failed", files.job_id, exc_info=exc)
-            raise JobFailed(f"could not store a result file: {type(exc).__name__}: {exc}") from None
+            raise HandlerError(f"could not store a result file: {type(exc).__name__}: {exc}") from None
 
     def _maybe_sweep(self, files: ResultFiles) -> None:
         store = self.store
@@ -317,56 +292,6 @@ class RunpodWorker:
         threading.Thread(target=sweep, name="fasttask-runpod-sweep", daemon=True).start()
 
 
-class _ProgressSender:
-    """One job's progress reports to runpod: at most one per PROGRESS_INTERVAL_S; a report inside the
-    window is sent when the window ends, so the latest progress always shows while the job runs. Reports
-    still pending when the job ends are dropped: the job's result replaces them."""
-
-    def __init__(self, job: Mapping[str, Any]) -> None:
-        self.job = job
-        self._lock = threading.Lock()
-        self._sent_at = -math.inf
-        self._pending: tuple[float, str | None] | None = None
-        self._timer: threading.Timer | None = None
-        self._closed = False
-
-    def report(self, progress: float, message: str | None) -> None:
-        with self._lock:
-            if self._closed:
-                return
-            self._pending = (progress, message)
-            wait_s = self._sent_at + PROGRESS_INTERVAL_S - time.monotonic()
-            if wait_s <= 0:
-                self._send()
-            elif self._timer is None:
-                self._timer = threading.Timer(wait_s, self._flush)
-                self._timer.daemon = True
-                self._timer.start()
-
-    def _flush(self) -> None:
-        with self._lock:
-            self._timer = None
-            if not self._closed and self._pending is not None:
-                self._send()
-
-    def _send(self) -> None:
-        assert self._pending is not None
-        progress, message = self._pending
-        self._pending = None
-        self._sent_at = time.monotonic()
-        try:
-            progress_update(self.job, {"progress": progress, "message": message})
-        except Exception as exc:  # progress is best effort: never fail the task for it
-            logger.warning("job %s: progress update failed: %s", self.job.get("id"), exc)
-
-    def close(self) -> None:
-        with self._lock:
-            self._closed = True
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
-
-
 def _field_errors(exc: ValidationError) -> str:
     """pydantic's errors as one line: `input.amount: Input should be a valid integer; ...`."""
     return "; ".join(
@@ -374,4 +299,4 @@ def _field_errors(exc: ValidationError) -> str:
     )
 
 
-__all__ = ["JobFailed", "RunpodWorker", "progress_update", "result_store", "serve_runpod"]
+__all__ = ["RunpodWorker", "serve_runpod"]

@@ -1,0 +1,184 @@
+"""Who imports what: each optional dependency has one home in the package, and nothing else imports it.
+
+The walk parses every module of `fasttask` with `ast` and counts every import wherever it is written: at the
+top, inside functions, and `importlib.import_module("name")` with a literal name (how the extras are loaded
+lazily). Type-only imports (under `if TYPE_CHECKING:`) are left out: they never run.
+
+A new rule is one more row in RULES.
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass
+from pathlib import Path
+
+import fasttask
+
+PACKAGE_DIR = Path(fasttask.__file__).resolve().parent
+PACKAGE = "fasttask"
+
+
+@dataclass(frozen=True)
+class Rule:
+    """Only the modules under `home` (a module, or a package and everything in it) import `dependency`."""
+
+    home: str
+    dependency: str
+
+
+RULES = (
+    Rule("fasttask.runpod", "runpod"),
+    Rule("fasttask.storage", "boto3"),
+    Rule("fasttask.storage", "botocore"),
+    Rule("fasttask.media", "media_toolkit"),
+)
+
+
+@dataclass(frozen=True)
+class Import:
+    target: str
+    """The absolute name imported: `runpod.serverless`, or `fasttask.storage` for `from ..storage import X`."""
+    line: int
+
+
+def module_files() -> dict[str, Path]:
+    """Every module of the package by its dotted name (a package by its own name, for its `__init__.py`)."""
+    found: dict[str, Path] = {}
+    for path in sorted(PACKAGE_DIR.rglob("*.py")):
+        parts = [PACKAGE, *path.relative_to(PACKAGE_DIR).with_suffix("").parts]
+        if parts[-1] == "__init__":
+            parts.pop()
+        found[".".join(parts)] = path
+    return found
+
+
+class _ImportCollector(ast.NodeVisitor):
+    def __init__(self, module: str, is_package: bool, known: set[str]) -> None:
+        self.package = module if is_package else module.rpartition(".")[0]
+        self.known = known
+        self.found: list[Import] = []
+
+    def visit_If(self, node: ast.If) -> None:
+        if _is_type_checking(node.test):  # type-only: never imported at run time
+            for statement in node.orelse:
+                self.visit(statement)
+            return
+        self.generic_visit(node)
+
+    def visit_Import(self, node: ast.Import) -> None:
+        self.found += [Import(alias.name, node.lineno) for alias in node.names]
+
+    def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
+        if node.level:
+            base_parts = self.package.split(".")
+            base = ".".join(base_parts[: len(base_parts) - node.level + 1])
+            base = f"{base}.{node.module}" if node.module else base
+        else:
+            base = node.module or ""
+        modules = [f"{base}.{alias.name}" for alias in node.names if f"{base}.{alias.name}" in self.known]
+        if len(modules) < len(node.names):  # names from `base` itself, not only modules of the package
+            self.found.append(Import(base, node.lineno))
+        self.found += [Import(module, node.lineno) for module in modules]  # `from . import files`
+
+    def visit_Call(self, node: ast.Call) -> None:
+        function = node.func
+        name = function.attr if isinstance(function, ast.Attribute) else getattr(function, "id", None)
+        if name in ("import_module", "__import__") and node.args:
+            first = node.args[0]
+            if isinstance(first, ast.Constant) and isinstance(first.value, str) and not first.value.startswith("."):
+                self.found.append(Import(first.value, node.lineno))
+        self.generic_visit(node)
+
+
+def _is_type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
+def imports_in(source: str, module: str, is_package: bool = False, known: set[str] | None = None) -> list[Import]:
+    """What the module's source imports at run time, as absolute names."""
+    collector = _ImportCollector(module, is_package, known or set())
+    collector.visit(ast.parse(source))
+    return collector.found
+
+
+def import_graph() -> dict[str, list[Import]]:
+    """Every module of the package and what it imports."""
+    files = module_files()
+    known = set(files)
+    return {
+        module: imports_in(path.read_text(encoding="utf-8"), module, path.name == "__init__.py", known)
+        for module, path in files.items()
+    }
+
+
+def is_within(module: str, home: str) -> bool:
+    return module == home or module.startswith(home + ".")
+
+
+def test_each_dependency_is_imported_by_its_home_only() -> None:
+    files = module_files()
+    wrong = [
+        f"{files[module].relative_to(PACKAGE_DIR.parent)}:{found.line} imports {found.target} (only {rule.home} may)"
+        for module, imports in import_graph().items()
+        for found in imports
+        for rule in RULES
+        if is_within(found.target, rule.dependency) and not is_within(module, rule.home)
+    ]
+    assert wrong == []
+
+
+def test_each_home_is_seen_importing_its_dependency() -> None:
+    """The walk sees the lazy imports the homes make (so the test above cannot pass by seeing nothing)."""
+    graph = import_graph()
+    for rule in RULES:
+        importers = {
+            module for module, imports in graph.items() for found in imports if is_within(found.target, rule.dependency)
+        }
+        assert importers, f"no module imports {rule.dependency}: drop its rule or fix the walk"
+        assert all(is_within(module, rule.home) for module in importers)
+
+
+def test_the_walk_counts_imports_in_functions_and_leaves_out_type_only_ones() -> None:
+    source = """
+from __future__ import annotations
+import importlib
+import typing
+from typing import TYPE_CHECKING
+from . import sibling, helper
+from ..storage import ObjectStore
+
+if TYPE_CHECKING:
+    import runpod
+else:
+    import boto3
+
+if typing.TYPE_CHECKING:
+    from botocore import config
+
+def later():
+    import media_toolkit.video
+    return importlib.import_module("rq.job"), importlib.import_module(".relative", "fasttask")
+"""
+    known = {"fasttask.runpod.sibling"}
+    found = {(item.target, item.line) for item in imports_in(source, "fasttask.runpod.handler", known=known)}
+    assert found == {
+        ("__future__", 2),
+        ("importlib", 3),
+        ("typing", 4),
+        ("typing", 5),
+        ("fasttask.runpod", 6),
+        ("fasttask.runpod.sibling", 6),
+        ("fasttask.storage", 7),
+        ("boto3", 12),
+        ("media_toolkit.video", 18),
+        ("rq.job", 19),
+    }
+    in_package = imports_in(
+        "from .sdk import x\nfrom .. import y, storage", "fasttask.runpod", True, {"fasttask.storage"}
+    )
+    assert {item.target for item in in_package} == {"fasttask.runpod.sdk", "fasttask", "fasttask.storage"}
+    only_modules = imports_in("from . import sibling", "fasttask.runpod.handler", known=known)
+    assert [item.target for item in only_modules] == ["fasttask.runpod.sibling"], "not the package itself"
