@@ -10,6 +10,7 @@ for real, with the manifests' own arguments, as plain processes on a real Redis.
 from __future__ import annotations
 
 import argparse
+import base64
 import copy
 import dataclasses
 import json
@@ -40,7 +41,7 @@ from fasttask.redis_layout import queue_name
 
 from .conftest import LiveServer, free_port
 from .deploy_keda_schema import SCHEMAS as KEDA_SCHEMAS
-from .deploy_kustomize import render
+from .deploy_kustomize import KustomizeError, render
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -405,9 +406,27 @@ def test_entrypoint_maps_roles_to_fasttask_commands(run_entrypoint: Callable[...
 # -- Kubernetes -------------------------------------------------------------------------------------------------
 
 
+SECRETS_ENV = "base/secrets.env"
+"""The operator's own secrets, from which kustomize makes the Secret (ignored by git, never committed)."""
+TEST_API_KEY = "k8s-test-" + "0123456789abcdef" * 2
+
+
 @pytest.fixture(scope="module")
-def rendered() -> dict[str, list[Obj]]:
-    return {name: render(DEPLOY / "k8s" / name) for name in KUSTOMIZATIONS}
+def k8s_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of deploy/k8s with the secrets.env an operator writes (see deploy/k8s/base/kustomization.yaml)."""
+    copy_dir = tmp_path_factory.mktemp("k8s") / "k8s"
+    shutil.copytree(DEPLOY / "k8s", copy_dir, ignore=shutil.ignore_patterns("secrets.env"))
+    (copy_dir / SECRETS_ENV).write_text(f"FTAPI_API_KEY={TEST_API_KEY}\nAWS_ACCESS_KEY_ID=\nAWS_SECRET_ACCESS_KEY=\n")
+    return copy_dir
+
+
+@pytest.fixture(scope="module")
+def rendered(k8s_dir: Path) -> dict[str, list[Obj]]:
+    return {name: render(k8s_dir / name) for name in KUSTOMIZATIONS}
+
+
+def secret_data(secret: Obj) -> dict[str, str]:
+    return {key: base64.b64decode(value).decode() for key, value in secret.get("data", {}).items()}
 
 
 def find(objects: list[Obj], kind: str, name: str | None = None) -> list[Obj]:
@@ -440,7 +459,7 @@ def container_env(container: Obj, objects: list[Obj]) -> dict[str, str]:
         if "configMapRef" in source:
             env.update(one(objects, "ConfigMap", source["configMapRef"]["name"]).get("data", {}))
         if "secretRef" in source:
-            env.update(one(objects, "Secret", source["secretRef"]["name"]).get("stringData", {}))
+            env.update(secret_data(one(objects, "Secret", source["secretRef"]["name"])))
     env.update({item["name"]: item["value"] for item in container.get("env", []) if "value" in item})
     return env
 
@@ -481,13 +500,44 @@ def app_of(objects: list[Obj], run_entrypoint: Callable[..., Any], monkeypatch: 
     return app
 
 
-def test_kustomizations_render_like_kubectl(rendered: dict[str, list[Obj]]) -> None:
+def test_no_usable_secret_is_committed_and_nothing_renders_without_the_operators(tmp_path: Path) -> None:
+    """The Secret comes from secrets.env, which git ignores: no committed file holds a Secret with values, and
+    the kustomizations refuse to render (kubectl too) until the operator writes that file."""
+    for path in (DEPLOY / "k8s").rglob("*.y*ml"):
+        for obj in load_yaml_documents(path):
+            if isinstance(obj, dict) and obj.get("kind") == "Secret":
+                assert not obj.get("stringData") and not obj.get("data"), f"{path} commits a Secret with values"
+    for path in (DEPLOY / "k8s").rglob("*"):
+        if path.is_file() and path.name != "secrets.env":
+            assert "change-me" not in path.read_text(), f"{path} holds a placeholder key"
+    if (ROOT / ".git").exists() and shutil.which("git"):
+        for ignored in (f"deploy/k8s/{SECRETS_ENV}", "deploy/compose/.env"):
+            check = subprocess.run(["git", "-C", str(ROOT), "check-ignore", "-q", ignored], timeout=10)
+            assert check.returncode == 0, f"{ignored} is not ignored by git"
+    bare = tmp_path / "k8s"
+    shutil.copytree(DEPLOY / "k8s", bare, ignore=shutil.ignore_patterns("secrets.env"))
+    for name in KUSTOMIZATIONS:
+        with pytest.raises(KustomizeError, match=r"secrets\.env"):
+            render(bare / name)
+        kubectl = shutil.which("kubectl")
+        if kubectl:
+            refused = subprocess.run(
+                [kubectl, "kustomize", str(bare / name)], capture_output=True, text=True, timeout=60
+            )
+            assert refused.returncode != 0 and "secrets.env" in refused.stderr
+
+
+def load_yaml_documents(path: Path) -> list[Any]:
+    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc is not None]
+
+
+def test_kustomizations_render_like_kubectl(rendered: dict[str, list[Obj]], k8s_dir: Path) -> None:
     kubectl = shutil.which("kubectl")
     if kubectl is None:
         pytest.skip("kubectl is not installed: the Python rendering is checked by every other test")
     for name, objects in rendered.items():
         output = subprocess.run(
-            [kubectl, "kustomize", str(DEPLOY / "k8s" / name)], capture_output=True, text=True, timeout=60, check=True
+            [kubectl, "kustomize", str(k8s_dir / name)], capture_output=True, text=True, timeout=60, check=True
         ).stdout
         theirs = [doc for doc in yaml.safe_load_all(output) if doc]
 
@@ -598,7 +648,7 @@ def test_references_between_objects_resolve(rendered: dict[str, list[Obj]], kust
             if "authenticationRef" in trigger:
                 auth = one(objects, "TriggerAuthentication", trigger["authenticationRef"]["name"])
                 for ref in auth["spec"]["secretTargetRef"]:
-                    assert ref["key"] in one(objects, "Secret", ref["name"])["stringData"]
+                    assert ref["key"] in secret_data(one(objects, "Secret", ref["name"]))
     policies = find(objects, "NetworkPolicy")
     for policy in policies:
         allowed = policy["spec"]["ingress"][0]["from"][0]["podSelector"]["matchLabels"]
@@ -618,7 +668,7 @@ def test_containers_run_fasttask_commands_that_exist(
         check_env_names(config["data"], f"ConfigMap {config['metadata']['name']}")
         ftapi_settings(config["data"])  # valid values
     for secret in find(objects, "Secret"):
-        check_env_names(secret["stringData"], f"Secret {secret['metadata']['name']}")
+        check_env_names(secret_data(secret), f"Secret {secret['metadata']['name']}")
     app = app_of(objects, run_entrypoint, monkeypatch)
     commands = set()
     for workload, container in fasttask_containers(objects):
@@ -823,39 +873,77 @@ def env_file(path: Path) -> dict[str, str]:
     return values
 
 
-_INTERPOLATION = re.compile(r"\$\$|\$\{(\w+)(?::?-([^}]*))?\}|\$(\w+)")
+_INTERPOLATION = re.compile(r"\$\$|\$\{(\w+)(?:(:?[-?])([^}]*))?\}|\$(\w+)")
 
 
-def interpolate(node: Any, env: dict[str, str], missing: set[str]) -> Any:
-    """docker compose's variable substitution: ${VAR}, ${VAR:-default}, $VAR, and $$ for a literal $."""
+def interpolate(node: Any, env: dict[str, str], missing: set[str], required: set[str] | None = None) -> Any:
+    """docker compose's variable substitution: ${VAR}, ${VAR:-default}, ${VAR:?error} (compose refuses to
+    start when VAR is empty: collected in `required`), $VAR, and $$ for a literal $."""
     if isinstance(node, dict):
-        return {key: interpolate(value, env, missing) for key, value in node.items()}
+        return {key: interpolate(value, env, missing, required) for key, value in node.items()}
     if isinstance(node, list):
-        return [interpolate(item, env, missing) for item in node]
+        return [interpolate(item, env, missing, required) for item in node]
     if not isinstance(node, str):
         return node
 
     def substitute(match: re.Match[str]) -> str:
         if match.group(0) == "$$":
             return "$"
-        name = match.group(1) or match.group(3)
+        name = match.group(1) or match.group(4)
         if env.get(name):
             return env[name]
         if match.group(2) is None:
             missing.add(name)
             return ""
-        return match.group(2)
+        if match.group(2).endswith("?"):
+            if required is not None:
+                required.add(name)
+            return ""
+        return match.group(3)
 
     return _INTERPOLATION.sub(substitute, node)
 
 
+COMPOSE_SECRETS = {"FTAPI_API_KEY": "compose-test-" + "ab" * 16, "AWS_SECRET_ACCESS_KEY": "cd" * 12}
+"""What the operator adds to .env.example (the README's sed line): the two secrets compose requires."""
+
+
+def compose_env() -> dict[str, str]:
+    """.env as the compose README makes it: .env.example with the secrets filled in."""
+    return {**env_file(COMPOSE_DIR / ".env.example"), **COMPOSE_SECRETS}
+
+
+def load_compose(env: dict[str, str]) -> tuple[dict[str, Any], set[str]]:
+    """docker-compose.yml as compose reads it with this .env, and the required variables left empty."""
+    missing: set[str] = set()
+    required: set[str] = set()
+    raw = yaml.safe_load((COMPOSE_DIR / "docker-compose.yml").read_text())  # anchors and merge keys resolved
+    document: dict[str, Any] = interpolate(raw, env, missing, required)
+    assert not missing, f"docker-compose.yml uses {sorted(missing)}, which .env.example does not set"
+    return document, required
+
+
 @pytest.fixture(scope="module")
 def compose() -> dict[str, Any]:
-    missing: set[str] = set()
-    raw = yaml.safe_load((COMPOSE_DIR / "docker-compose.yml").read_text())  # anchors and merge keys resolved
-    document: dict[str, Any] = interpolate(raw, env_file(COMPOSE_DIR / ".env.example"), missing)
-    assert not missing, f"docker-compose.yml uses {sorted(missing)}, which .env.example does not set"
+    document, required = load_compose(compose_env())
+    assert not required
     return document
+
+
+def test_compose_refuses_to_start_without_secrets_and_publishes_on_loopback(compose: dict[str, Any]) -> None:
+    """Secure by default: with .env.example as it is, compose refuses to start (both secrets are empty), no
+    secret has a usable value in the repository, and the API is reachable from this host only."""
+    _, required = load_compose(env_file(COMPOSE_DIR / ".env.example"))
+    assert required == set(COMPOSE_SECRETS), f"compose must refuse to start without {sorted(COMPOSE_SECRETS)}"
+    example = env_file(COMPOSE_DIR / ".env.example")
+    assert all(not example[name] for name in COMPOSE_SECRETS), "no usable secret in .env.example"
+    api = compose["services"]["api"]
+    assert api["environment"]["FTAPI_API_KEY"] == COMPOSE_SECRETS["FTAPI_API_KEY"]
+    assert ftapi_settings({**example, **api["environment"]}).api_key == COMPOSE_SECRETS["FTAPI_API_KEY"]
+    for service in compose["services"].values():
+        for published in service.get("ports", []):
+            address = published.rsplit(":", 2)[0] if published.count(":") == 2 else "0.0.0.0"
+            assert address == "127.0.0.1", f"{published} is published beyond this host by default"
 
 
 def test_compose_file_follows_the_compose_specification(compose: dict[str, Any]) -> None:
@@ -886,7 +974,7 @@ def test_compose_redis_and_minio_keep_their_data(compose: dict[str, Any]) -> Non
     script = " ".join(init["entrypoint"])
     assert 'mc mb --ignore-existing "local/$FTAPI_S3_BUCKET"' in script
     assert "$AWS_ACCESS_KEY_ID" in script and "$AWS_SECRET_ACCESS_KEY" in script
-    example = env_file(COMPOSE_DIR / ".env.example")
+    example = compose_env()
     assert minio["environment"] == {
         "MINIO_ROOT_USER": example["AWS_ACCESS_KEY_ID"],
         "MINIO_ROOT_PASSWORD": example["AWS_SECRET_ACCESS_KEY"],
@@ -895,7 +983,7 @@ def test_compose_redis_and_minio_keep_their_data(compose: dict[str, Any]) -> Non
 
 def test_compose_api_and_workers_run_fasttask(compose: dict[str, Any], run_entrypoint: Callable[..., Any]) -> None:
     services = compose["services"]
-    example = env_file(COMPOSE_DIR / ".env.example")
+    example = compose_env()
     settings = ftapi_settings(example)
     api, worker = services["api"], services["worker"]
     for service in (api, worker):
@@ -922,15 +1010,14 @@ def test_compose_api_and_workers_run_fasttask(compose: dict[str, Any], run_entry
 
 
 def test_compose_env_example_configures_a_valid_distributed_fasttask(compose: dict[str, Any]) -> None:
-    example = env_file(COMPOSE_DIR / ".env.example")
+    example = compose_env()
     check_env_names(example, "deploy/compose/.env.example")
     settings = ftapi_settings(example)
     assert settings.queue == "redis" and settings.host == "0.0.0.0"
     redis_url = urlsplit(settings.redis_url or "")
     assert redis_url.hostname in compose["services"] and redis_url.port == 6379
     assert urlsplit(settings.s3_endpoint_url or "").hostname in compose["services"]
-    assert settings.s3_bucket and example["AWS_ACCESS_KEY_ID"] and len(example["AWS_SECRET_ACCESS_KEY"]) >= 8
-    assert settings.api_key is None, "the example starts open; the README says to set a key"
+    assert settings.s3_bucket and example["AWS_ACCESS_KEY_ID"]
     raw = (COMPOSE_DIR / "docker-compose.yml").read_text()
     assert set(re.findall(r"\$\$\{?(\w+)", raw)) <= set(example), "variables the containers read are in .env"
 
@@ -939,6 +1026,10 @@ def test_compose_readme_gives_the_three_commands() -> None:
     readme = (COMPOSE_DIR / "README.md").read_text()
     for command in ("cp .env.example .env", "docker compose up -d --build", "docker compose up -d --scale worker="):
         assert command in readme
+    # the README's line that fills in the secrets gives every required one a value
+    (fill,) = [line for line in readme.splitlines() if line.startswith("sed -i")]
+    for name in COMPOSE_SECRETS:
+        assert f"s/^{name}=.*/{name}=$(openssl rand -hex" in fill
 
 
 # -- the manifests' commands, run as plain processes ------------------------------------------------------------
@@ -977,7 +1068,7 @@ def test_manifest_commands_serve_jobs_as_plain_processes(
                 processes[name] = subprocess.Popen(
                     ["/bin/sh", str(ENTRYPOINT), *container["args"]], env=env, cwd=ROOT, stdout=log, stderr=log
                 )
-        key = one(objects, "Secret", "fasttask-secrets")["stringData"]["FTAPI_API_KEY"]
+        key = secret_data(one(objects, "Secret", "fasttask-secrets"))["FTAPI_API_KEY"]
         (trigger, *_) = one(objects, "ScaledObject", "fasttask-worker")["spec"]["triggers"]
         headers = {trigger["metadata"]["keyParamName"]: key}
         locations = {
@@ -1020,9 +1111,13 @@ def test_manifest_commands_serve_jobs_as_plain_processes(
 # -- docs -------------------------------------------------------------------------------------------------------
 
 
+OPERATOR_FILES = {f"deploy/k8s/{SECRETS_ENV}", "deploy/compose/.env"}
+"""Files the docs tell operators to write; git ignores them."""
+
+
 def test_deploy_docs_name_files_and_flags_that_exist() -> None:
     docs = (ROOT / "docs" / "deploy.md").read_text()
-    for path in set(re.findall(r"`((?:deploy|scripts|docs)/[\w./-]+)`", docs)):
+    for path in set(re.findall(r"`((?:deploy|scripts|docs)/[\w./-]+)`", docs)) - OPERATOR_FILES:
         assert (ROOT / path.rstrip("/")).exists(), f"docs/deploy.md names {path}, which does not exist"
     help_text = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "cluster"), "--help"], capture_output=True, text=True, timeout=30
