@@ -745,6 +745,26 @@ def test_api_is_redundant_and_workers_outlive_their_grace_period(
         assert not any(probe in container for probe in ("readinessProbe", "livenessProbe")), "workers serve no HTTP"
 
 
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([a-zA-Z]*)")
+_UNITS = {
+    **{unit: 1000**i for i, unit in enumerate(["", "k", "m", "g", "t"])},  # Redis: 1k = 1000, 1kb = 1024
+    **{unit + "b": 1024**i for i, unit in enumerate(["", "k", "m", "g", "t"]) if unit},
+    **{unit + "i": 1024**i for i, unit in enumerate(["", "k", "m", "g", "t"]) if unit},  # Kubernetes: Ki, Mi, Gi
+}
+
+
+def byte_size(text: str) -> float:
+    """Bytes in a Redis (768mb), Kubernetes (2Gi, 2G) or compose (1g) size. A bare lower-case k, m, g counts
+    as binary, as compose reads it (Redis reads 1g as 10^9 bytes: counting more only makes checks stricter)."""
+    match = _SIZE.fullmatch(str(text).strip())
+    assert match, f"not a size: {text!r}"
+    unit = match.group(2).lower()
+    if unit in ("k", "m", "g", "t") and str(text).strip()[-1] in "kmgt":
+        unit += "b"  # compose's 1g is a gibibyte
+    assert unit in _UNITS, f"unknown unit in {text!r}"
+    return float(match.group(1)) * _UNITS[unit]
+
+
 def test_redis_is_durable_and_is_what_fasttask_connects_to(rendered: dict[str, list[Obj]]) -> None:
     objects = rendered["base"]
     redis = one(objects, "StatefulSet", "fasttask-redis")
@@ -752,6 +772,8 @@ def test_redis_is_durable_and_is_what_fasttask_connects_to(rendered: dict[str, l
     args = container["args"]
     option = {args[i]: args[i + 1] for i in range(0, len(args), 2)}
     assert option["--appendonly"] == "yes" and option["--maxmemory-policy"] == "noeviction"
+    limit = byte_size(container["resources"]["limits"]["memory"])
+    assert 0 < byte_size(option["--maxmemory"]) <= 0.8 * limit, "noeviction needs a maxmemory below the pod's limit"
     claims = {claim["metadata"]["name"] for claim in redis["spec"]["volumeClaimTemplates"]}
     assert any(m["mountPath"] == option["--dir"] and m["name"] in claims for m in container["volumeMounts"])
     url = urlsplit(ftapi_settings(one(objects, "ConfigMap", "fasttask-config")["data"]).redis_url or "")
@@ -961,6 +983,8 @@ def test_compose_redis_and_minio_keep_their_data(compose: dict[str, Any]) -> Non
     command = redis["command"]
     assert command[0] == "redis-server" and command[command.index("--appendonly") + 1] == "yes"
     assert command[command.index("--maxmemory-policy") + 1] == "noeviction"
+    maxmemory = byte_size(command[command.index("--maxmemory") + 1])
+    assert 0 < maxmemory <= 0.8 * byte_size(redis["mem_limit"]), "noeviction needs a maxmemory below the limit"
     assert redis["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
     for name, path in (("redis", "/data"), ("minio", "/data")):
         (mount,) = services[name]["volumes"]
