@@ -59,6 +59,8 @@ RUN apt-get update && apt-get install -y --no-install-recommends tini \
     && useradd --system --uid 10001 --gid fasttask --home-dir /app --no-create-home --shell /usr/sbin/nologin fasttask
 COPY --from=build /opt/venv /opt/venv
 COPY --chmod=0755 deploy/docker/entrypoint.sh /usr/local/bin/fasttask-entrypoint
+# the worker pods' deletion-cost keeper on Kubernetes (deploy/k8s/base/worker.yaml)
+COPY --chmod=0755 deploy/docker/pod_deletion_cost.py /usr/local/bin/fasttask-pod-deletion-cost
 ARG APP_DIR=examples
 WORKDIR /app
 COPY ${APP_DIR} /app/${APP_DIR}

@@ -37,7 +37,15 @@ CLUSTER_SCOPED_KINDS = {
     "PersistentVolume",
 }
 
-BUILT_IN_GROUPS = {"v1", "apps/v1", "batch/v1", "policy/v1", "autoscaling/v2", "networking.k8s.io/v1"}
+BUILT_IN_GROUPS = {
+    "v1",
+    "apps/v1",
+    "batch/v1",
+    "policy/v1",
+    "autoscaling/v2",
+    "networking.k8s.io/v1",
+    "rbac.authorization.k8s.io/v1",
+}
 
 # Lists that Kubernetes' strategic merge patch merges item by item, by this key (the rest are replaced whole).
 MERGE_KEYS = {

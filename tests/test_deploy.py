@@ -13,14 +13,18 @@ import argparse
 import base64
 import copy
 import dataclasses
+import http.server
+import importlib.util
 import json
 import os
 import re
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from importlib import metadata as importlib_metadata
@@ -504,12 +508,17 @@ def container_env(container: Obj, objects: list[Obj]) -> dict[str, str]:
     return env
 
 
+SIDECAR = "pod-deletion-cost"
+"""The worker pods' second container: the image's deletion-cost keeper, not a fasttask process."""
+SIDECAR_SCRIPT = DEPLOY / "docker" / "pod_deletion_cost.py"
+
+
 def fasttask_containers(objects: list[Obj]) -> Iterator[tuple[Obj, Obj]]:
-    """(workload, container) of every container that runs the fasttask image."""
+    """(workload, container) of every container that runs a fasttask process of the image."""
     image = pod_spec(one(objects, "Deployment", "fasttask-api"))["containers"][0]["image"]
     for workload in workloads(objects):
         for container in pod_spec(workload)["containers"]:
-            if container["image"] == image:
+            if container["image"] == image and container["name"] != SIDECAR:
                 yield workload, container
 
 
@@ -765,9 +774,31 @@ def test_the_image_user_matches_the_pods_security_context(rendered: dict[str, li
             assert context["runAsNonRoot"] is True and context["runAsUser"] == uid, (name, workload["metadata"]["name"])
 
 
+@pytest.fixture
+def stop_escalation_s(redis_url: str) -> float:
+    """What a worker adds to its grace period when the job in hand outlives it: the time a task gets to notice
+    the stop, then the time an interrupted task gets before the worker replaces its process (read from a real
+    worker's guard, so a change there shows up here)."""
+    from fasttask.worker import Worker
+    from fasttask.worker.guard import ASK_FIRST_S
+
+    app = FastTaskAPI(title="escalation", queue="local")
+    app.task_endpoint("/noop")(lambda: None)
+    worker = Worker(app, redis_url, install_signals=False)  # made, never run
+    try:
+        return ASK_FIRST_S + worker.guard._stuck_after_s
+    finally:
+        worker._loop.close()
+        worker.redis.close()
+
+
+TERMINATION_MARGIN_S = 15
+"""Beyond grace + escalation: re-queueing the cut-off job (a few Redis round trips), deregistering, exiting."""
+
+
 @pytest.mark.parametrize("kustomization", KUSTOMIZATIONS)
 def test_api_is_redundant_and_workers_outlive_their_grace_period(
-    rendered: dict[str, list[Obj]], kustomization: str, run_entrypoint: Callable[..., Any]
+    rendered: dict[str, list[Obj]], kustomization: str, run_entrypoint: Callable[..., Any], stop_escalation_s: float
 ) -> None:
     objects = rendered[kustomization]
     assert one(objects, "Deployment", "fasttask-api")["spec"]["replicas"] >= 2
@@ -780,9 +811,117 @@ def test_api_is_redundant_and_workers_outlive_their_grace_period(
             continue
         grace = args.grace if args.grace is not None else ftapi_settings(env).worker_grace_s
         termination = pod_spec(workload)["terminationGracePeriodSeconds"]
-        assert termination >= grace + 10, f"{workload['metadata']['name']}: {termination} s for a {grace} s grace"
+        needed = grace + stop_escalation_s + TERMINATION_MARGIN_S
+        assert termination >= needed, f"{workload['metadata']['name']}: {termination} s, needs {needed} s"
         assert "replicas" not in workload["spec"], "an autoscaler owns the worker count"
-        assert not any(probe in container for probe in ("readinessProbe", "livenessProbe")), "workers serve no HTTP"
+
+
+@pytest.mark.parametrize("kustomization", KUSTOMIZATIONS)
+def test_workers_are_probed_on_their_metrics_port(
+    rendered: dict[str, list[Obj]], kustomization: str, run_entrypoint: Callable[..., Any]
+) -> None:
+    """Liveness and a long startup probe on the worker's metrics server, and no readiness probe (an unready worker
+    would stall rollouts with maxUnavailable 0 and node drains under the PodDisruptionBudget)."""
+    objects = rendered[kustomization]
+    checked = 0
+    for workload, container in fasttask_containers(objects):
+        args = parse_fasttask(
+            container_fasttask_argv(run_entrypoint, container["args"], container_env(container, objects))
+        )
+        if args.command != "worker":
+            continue
+        checked += 1
+        name = workload["metadata"]["name"]
+        ports = {port["name"]: port["containerPort"] for port in container.get("ports", [])}
+        assert args.metrics_port is not None and ports.get("metrics") == args.metrics_port, name
+        assert "readinessProbe" not in container, name
+        for kind in ("startupProbe", "livenessProbe"):
+            probe = container[kind]
+            assert probe["httpGet"]["port"] in ("metrics", args.metrics_port), f"{name} {kind}"
+            assert probe["timeoutSeconds"] >= 2
+        startup = container["startupProbe"]
+        budget = startup["periodSeconds"] * startup["failureThreshold"]
+        gpu = "nvidia.com/gpu" in container["resources"]["limits"]
+        assert budget >= (600 if gpu else 300), f"{name}: {budget} s to import the app and its model code"
+    assert checked >= 1
+
+
+@pytest.mark.parametrize("kustomization", KUSTOMIZATIONS)
+def test_scratch_volumes_are_bounded(rendered: dict[str, list[Obj]], kustomization: str) -> None:
+    """Every emptyDir has a sizeLimit (the kubelet evicts the pod past it instead of letting it fill the node);
+    the /tmp that uploads and file parameters spool to holds at least two of the largest files."""
+    objects = rendered[kustomization]
+    max_file = ftapi_settings(one(objects, "ConfigMap", "fasttask-config")["data"]).max_file_mb * 1024**2
+    for workload in workloads(objects):
+        volumes = {volume["name"]: volume for volume in pod_spec(workload).get("volumes", [])}
+        for volume in volumes.values():
+            if "emptyDir" in volume:
+                assert "sizeLimit" in volume["emptyDir"], f"{workload['metadata']['name']}: {volume['name']}"
+        for container in pod_spec(workload)["containers"]:
+            for mount in container.get("volumeMounts", []):
+                if mount["mountPath"] == "/tmp":
+                    limit = byte_size(volumes[mount["name"]]["emptyDir"]["sizeLimit"])
+                    assert limit >= 2 * max_file, f"{workload['metadata']['name']}: /tmp of {limit} bytes"
+
+
+def test_gpu_workers_have_a_model_cache_and_shared_memory(rendered: dict[str, list[Obj]]) -> None:
+    objects = rendered["overlays/gpu-pools"]
+    gpu = one(objects, "Deployment", "fasttask-worker-gpu")
+    (worker,) = [c for c in pod_spec(gpu)["containers"] if c["name"] != SIDECAR]
+    volumes = {volume["name"]: volume for volume in pod_spec(gpu)["volumes"]}
+    mounts = {mount["mountPath"]: volumes[mount["name"]] for mount in worker["volumeMounts"]}
+    hf_home = container_env(worker, objects)["HF_HOME"]
+    (cache,) = [volume for path, volume in mounts.items() if hf_home.startswith(path.rstrip("/") + "/")]
+    assert "emptyDir" in cache or "persistentVolumeClaim" in cache, "HF_HOME is on a writable volume"
+    shm = mounts["/dev/shm"]["emptyDir"]
+    assert shm["medium"] == "Memory"
+    assert byte_size(shm["sizeLimit"]) < byte_size(worker["resources"]["limits"]["memory"]), "it counts as memory"
+
+
+@pytest.mark.parametrize("kustomization", KUSTOMIZATIONS)
+def test_worker_pods_keep_their_deletion_cost_with_a_token_of_their_own(
+    rendered: dict[str, list[Obj]], kustomization: str
+) -> None:
+    """Each worker pod runs the image's deletion-cost keeper; only that container gets the service account's
+    token, and the account may get and patch pods, nothing else."""
+    objects = rendered[kustomization]
+    image = pod_spec(one(objects, "Deployment", "fasttask-api"))["containers"][0]["image"]
+    account_dir = "/var/run/secrets/kubernetes.io/serviceaccount"
+    worker_deployments = {
+        workload["metadata"]["name"]: workload
+        for workload, container in fasttask_containers(objects)
+        if container["args"][0] == "worker"
+    }
+    assert worker_deployments
+    for name, workload in worker_deployments.items():
+        spec = pod_spec(workload)
+        assert spec["automountServiceAccountToken"] is False, f"{name}: the worker runs tasks; it gets no token"
+        (sidecar,) = [c for c in spec["containers"] if c["name"] == SIDECAR]
+        assert sidecar["image"] == image and sidecar["args"] == ["fasttask-pod-deletion-cost"]
+        sources = {item["name"]: item.get("valueFrom", {}) for item in sidecar["env"]}
+        assert sources["POD_NAME"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+        assert sources["POD_NAMESPACE"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+        assert sources["FTAPI_REDIS_URL"]["configMapKeyRef"] == {"name": "fasttask-config", "key": "FTAPI_REDIS_URL"}
+        for container in spec["containers"]:
+            token_mounts = [m for m in container.get("volumeMounts", []) if m["mountPath"] == account_dir]
+            assert bool(token_mounts) == (container is sidecar), f"{name}/{container['name']}"
+        (mount,) = [m for m in sidecar["volumeMounts"] if m["mountPath"] == account_dir]
+        (volume,) = [v for v in spec["volumes"] if v["name"] == mount["name"]]
+        projected = [next(iter(source)) for source in volume["projected"]["sources"]]
+        assert {"serviceAccountToken", "configMap"} <= set(projected) and mount["readOnly"] is True
+        account = one(objects, "ServiceAccount", spec["serviceAccountName"])
+        assert account["automountServiceAccountToken"] is False
+        bindings = [
+            b
+            for b in find(objects, "RoleBinding")
+            if {"kind": "ServiceAccount", "name": account["metadata"]["name"], "namespace": "fasttask"} in b["subjects"]
+        ]
+        (binding,) = bindings
+        role = one(objects, "Role", binding["roleRef"]["name"])
+        assert role["rules"] == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "patch"]}]
+    copies = [i.value for i in final_stage(dockerfile()) if i.keyword == "COPY" and "pod_deletion_cost.py" in i.value]
+    assert [shlex.split(value)[-1] for value in copies] == ["/usr/local/bin/fasttask-pod-deletion-cost"]
+    assert all("--chmod=0755" in value for value in copies)
 
 
 _SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([a-zA-Z]*)")
@@ -1045,7 +1184,9 @@ def test_compose_redis_and_minio_keep_their_data(compose: dict[str, Any]) -> Non
     }
 
 
-def test_compose_api_and_workers_run_fasttask(compose: dict[str, Any], run_entrypoint: Callable[..., Any]) -> None:
+def test_compose_api_and_workers_run_fasttask(
+    compose: dict[str, Any], run_entrypoint: Callable[..., Any], stop_escalation_s: float
+) -> None:
     services = compose["services"]
     example = compose_env()
     settings = ftapi_settings(example)
@@ -1074,7 +1215,7 @@ def test_compose_api_and_workers_run_fasttask(compose: dict[str, Any], run_entry
     assert worker["healthcheck"] == {"disable": True}
     grace = work.grace if work.grace is not None else settings.worker_grace_s
     seconds = re.fullmatch(r"(\d+)s", worker["stop_grace_period"])
-    assert seconds and int(seconds.group(1)) >= grace + 10
+    assert seconds and int(seconds.group(1)) >= grace + stop_escalation_s + TERMINATION_MARGIN_S
 
 
 def test_compose_env_example_configures_a_valid_distributed_fasttask(compose: dict[str, Any]) -> None:
@@ -1116,26 +1257,90 @@ def wait_for(condition: Callable[[], Any], timeout_s: float, what: str) -> Any:
         time.sleep(0.05)
 
 
+class KubernetesAPIStandIn(http.server.ThreadingHTTPServer):
+    """Records the pod patches a pod-deletion-cost container sends (there is no cluster here)."""
+
+    def __init__(self) -> None:
+        self.patches: list[tuple[str, dict[str, str], Any]] = []
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_PATCH(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                outer.patches.append((self.path, dict(self.headers), body))
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+
+    def costs(self) -> list[str]:
+        return [body["metadata"]["annotations"][DELETION_COST] for _, _, body in self.patches]
+
+
+DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
+
+
+def with_option(args: list[str], option: str, value: str) -> list[str]:
+    return [value if i and args[i - 1] == option else arg for i, arg in enumerate(args)]
+
+
 def test_manifest_commands_serve_jobs_as_plain_processes(
     rendered: dict[str, list[Obj]], redis_url: str, tmp_path: Path
 ) -> None:
     """The API and worker containers of overlays/keda, started through the image's entrypoint with their own
-    args and environment (only the Redis URL, host and port made local): jobs run with the Secret's API key,
-    GET /queues gives KEDA's triggers queued + running, and SIGTERM lets a worker finish its job and exit 0."""
+    args and environment (only the Redis URL, host and ports made local), and the worker pod's deletion-cost
+    keeper against a stand-in of the Kubernetes API: jobs run with the Secret's API key, GET /queues gives KEDA's
+    triggers queued + running, the worker's probes answer on its metrics port, the pod's deletion cost is high
+    while its worker has a job and low when idle, and SIGTERM lets a worker finish its job and exit 0."""
     objects = rendered["overlays/keda"]
-    port = free_port()
+    port, metrics_port = free_port(), free_port()
     local = {"FTAPI_REDIS_URL": redis_url, "FTAPI_HOST": "127.0.0.1", "FTAPI_PORT": str(port)}
     base_env = {key: value for key, value in os.environ.items() if not key.startswith("FTAPI_")}
-    base_env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{base_env['PATH']}"
+    bin_dir = tmp_path / "bin"  # the image's /usr/local/bin
+    bin_dir.mkdir()
+    (bin_dir / "fasttask-pod-deletion-cost").symlink_to(SIDECAR_SCRIPT)
+    base_env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), str(bin_dir), base_env["PATH"]])
+    account = tmp_path / "serviceaccount"
+    account.mkdir()
+    (account / "token").write_text("projected-token\n")
+    kubernetes = KubernetesAPIStandIn()
+    threading.Thread(target=kubernetes.serve_forever, daemon=True).start()
+    pod = socket.gethostname()  # a pod's hostname is its name; the worker names itself after it
     processes: dict[str, subprocess.Popen[bytes]] = {}
+    worker_pod = pod_spec(one(objects, "Deployment", "fasttask-worker"))
     try:
         for name in ("fasttask-api", "fasttask-worker"):
-            (container,) = pod_spec(one(objects, "Deployment", name))["containers"]
+            (container, *_) = pod_spec(one(objects, "Deployment", name))["containers"]
             env = {**base_env, **container_env(container, objects), **local}
+            args = with_option(container["args"], "--metrics-port", str(metrics_port))
             with (tmp_path / f"{name}.log").open("wb") as log:
                 processes[name] = subprocess.Popen(
-                    ["/bin/sh", str(ENTRYPOINT), *container["args"]], env=env, cwd=ROOT, stdout=log, stderr=log
+                    ["/bin/sh", str(ENTRYPOINT), *args], env=env, cwd=ROOT, stdout=log, stderr=log
                 )
+        (sidecar,) = [c for c in worker_pod["containers"] if c["name"] == SIDECAR]
+        downward = {"metadata.name": pod, "metadata.namespace": "fasttask"}
+        sidecar_env = {
+            **base_env,
+            **{
+                item["name"]: downward[item["valueFrom"]["fieldRef"]["fieldPath"]]
+                for item in sidecar["env"]
+                if "fieldRef" in item.get("valueFrom", {})
+            },
+            "FTAPI_REDIS_URL": redis_url,
+            "KUBERNETES_API_URL": f"http://127.0.0.1:{kubernetes.server_address[1]}",
+            "SERVICE_ACCOUNT_DIR": str(account),
+            "DELETION_COST_POLL_S": "0.05",
+            "DELETION_COST_IDLE_AFTER_S": "0",
+        }
+        with (tmp_path / "sidecar.log").open("wb") as log:
+            processes[SIDECAR] = subprocess.Popen(
+                ["/bin/sh", str(ENTRYPOINT), *sidecar["args"]], env=sidecar_env, cwd=ROOT, stdout=log, stderr=log
+            )
         key = secret_data(one(objects, "Secret", "fasttask-secrets"))["FTAPI_API_KEY"]
         (trigger, *_) = one(objects, "ScaledObject", "fasttask-worker")["spec"]["triggers"]
         headers = {trigger["metadata"]["keyParamName"]: key}
@@ -1152,12 +1357,23 @@ def test_manifest_commands_serve_jobs_as_plain_processes(
                 return sum(values.values()), answer["queues"][0]["workers"]
 
             wait_for(lambda: load()[1], 30, "the worker to register")
+            (worker_container, *_) = worker_pod["containers"]
+            for probe in ("startupProbe", "livenessProbe"):
+                path = worker_container[probe]["httpGet"]["path"]
+                assert httpx.get(f"http://127.0.0.1:{metrics_port}{path}", timeout=5).status_code == 200, probe
+            wait_for(lambda: kubernetes.costs() == ["0"], 10, "the idle pod's deletion cost")
             job = client.post("/make_fries", json={"fries_name": "k8s"}, headers=headers)
             assert job.status_code == 202, job.text
             wait_for(lambda: load()[0] >= 1, 10, "KEDA's queued + running to count the job")
+            wait_for(lambda: "1000" in kubernetes.costs(), 10, "the busy pod's deletion cost")
             done = client.get(f"/jobs/{job.json()['id']}", params={"wait": 20}, headers=headers).json()
             assert done["status"] == "finished" and done["result"] == "1 x k8s, golden"
             assert load()[0] == 0
+            wait_for(lambda: kubernetes.costs()[-1] == "0", 10, "the pod's deletion cost once idle again")
+            path, sent, _ = kubernetes.patches[-1]
+            assert path == f"/api/v1/namespaces/fasttask/pods/{pod}"
+            assert sent["Authorization"] == "Bearer projected-token"
+            assert sent["Content-Type"] == "application/merge-patch+json"
             # SIGTERM mid-job: the worker finishes the job, then exits 0
             job = client.post("/make_fries", json={"fries_name": "last"}, headers=headers).json()
             wait_for(lambda: client.get(f"/jobs/{job['id']}", headers=headers).json()["status"] == "running", 10, "run")
@@ -1165,7 +1381,11 @@ def test_manifest_commands_serve_jobs_as_plain_processes(
             assert processes["fasttask-worker"].wait(timeout=20) == 0
             done = client.get(f"/jobs/{job['id']}", params={"wait": 5}, headers=headers).json()
             assert done["status"] == "finished"
+        processes[SIDECAR].send_signal(signal.SIGTERM)
+        assert processes[SIDECAR].wait(timeout=10) == 0
     finally:
+        kubernetes.shutdown()
+        kubernetes.server_close()
         for process in processes.values():
             if process.poll() is None:
                 process.terminate()
@@ -1174,6 +1394,35 @@ def test_manifest_commands_serve_jobs_as_plain_processes(
                 except subprocess.TimeoutExpired:
                     process.kill()
                     process.wait()
+
+
+def test_deletion_cost_is_high_at_once_and_low_only_after_a_quiet_spell() -> None:
+    """Between jobs that follow each other closely, the pod keeps its busy cost (each change is an API write)."""
+    module = load_sidecar()
+    cost = module.Cost(idle_after_s=30)
+    assert cost.wanted(False, now=0) == module.IDLE_COST, "a new, idle pod is cheap at once"
+    cost.reported = module.IDLE_COST
+    assert cost.wanted(True, now=1) == module.BUSY_COST
+    cost.reported = module.BUSY_COST
+    assert cost.wanted(False, now=2) == module.BUSY_COST
+    assert cost.wanted(False, now=31) == module.BUSY_COST
+    assert cost.wanted(True, now=31.5) == module.BUSY_COST
+    assert cost.wanted(False, now=32) == module.BUSY_COST
+    assert cost.wanted(False, now=62) == module.IDLE_COST
+    assert module.BUSY_COST > module.IDLE_COST
+    from fasttask import redis_layout
+
+    assert redis_layout.workers_set_key() == module.WORKERS_SET
+    assert module.WORKER_KEY.format("w") == redis_layout.worker_key("w")
+    assert module.ANNOTATION == DELETION_COST
+
+
+def load_sidecar() -> Any:
+    spec = importlib.util.spec_from_file_location("pod_deletion_cost", SIDECAR_SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 # -- docs -------------------------------------------------------------------------------------------------------
