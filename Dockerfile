@@ -61,6 +61,8 @@ COPY --from=build /opt/venv /opt/venv
 COPY --chmod=0755 deploy/docker/entrypoint.sh /usr/local/bin/fasttask-entrypoint
 # the worker pods' deletion-cost keeper on Kubernetes (deploy/k8s/base/worker.yaml)
 COPY --chmod=0755 deploy/docker/pod_deletion_cost.py /usr/local/bin/fasttask-pod-deletion-cost
+# makes FTAPI_S3_BUCKET on an S3-compatible store (the compose stack's s3-init; needs the s3 extra)
+COPY --chmod=0755 deploy/docker/make_bucket.py /usr/local/bin/fasttask-make-bucket
 ARG APP_DIR=examples
 WORKDIR /app
 COPY ${APP_DIR} /app/${APP_DIR}

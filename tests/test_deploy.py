@@ -1041,6 +1041,57 @@ def test_keda_reads_numbers_from_a_real_queues_answer_with_the_api_key(
                 assert gjson(answer.json(), metadata["valueLocation"]) == 0
 
 
+MONITORING = DEPLOY / "k8s" / "monitoring"
+SCRAPE_CONFIGS = DEPLOY / "prometheus" / "fasttask-scrape-configs.yml"
+
+
+def test_monitoring_folder_holds_only_kubernetes_objects_that_find_the_pods(rendered: dict[str, list[Obj]]) -> None:
+    """`kubectl apply -f deploy/k8s/monitoring/` applies every YAML file of the folder: each must be a Kubernetes
+    object (no kustomization, no patch, no Prometheus configuration), in fasttask's namespace, and the
+    PodMonitors must select pods that have the ports they scrape."""
+    objects = rendered["overlays/gpu-pools"]
+    files = sorted(path for path in MONITORING.iterdir() if path.suffix in (".yaml", ".yml", ".json"))
+    assert files and not (MONITORING / "kustomization.yaml").exists()
+    monitors = []
+    for path in files:
+        for document in load_yaml_documents(path):
+            assert isinstance(document, dict), f"{path.name} holds something that is not a Kubernetes object"
+            assert {"apiVersion", "kind", "metadata"} <= set(document), f"{path.name}: not a Kubernetes object"
+            assert document["metadata"].get("namespace") == "fasttask", f"{path.name}: {document['metadata']}"
+            if document["kind"] == "PodMonitor":
+                monitors.append(document)
+    assert len(monitors) == 2
+    for monitor in monitors:
+        selector = monitor["spec"]["selector"]
+        chosen = []
+        for workload in workloads(objects):
+            labels = workload["spec"]["template"]["metadata"]["labels"]
+            if not selects(selector.get("matchLabels", {}), workload):
+                continue
+            if all(labels.get(e["key"]) in e["values"] for e in selector.get("matchExpressions", [])):
+                chosen.append(workload)
+        assert chosen, f"PodMonitor {monitor['metadata']['name']} selects no pods"
+        for workload in chosen:
+            names = {port.get("name") for c in pod_spec(workload)["containers"] for port in c.get("ports", [])}
+            for endpoint in monitor["spec"]["podMetricsEndpoints"]:
+                assert endpoint["port"] in names, f"{workload['metadata']['name']} has no port {endpoint['port']}"
+
+
+def test_scrape_configs_without_the_operator_find_the_named_ports(rendered: dict[str, list[Obj]]) -> None:
+    jobs = yaml.safe_load(SCRAPE_CONFIGS.read_text())
+    assert isinstance(jobs, list) and {job["job_name"] for job in jobs} == {"fasttask-api", "fasttask-workers"}
+    objects = rendered["overlays/gpu-pools"]
+    port_names = {
+        port.get("name") for w in workloads(objects) for c in pod_spec(w)["containers"] for port in c.get("ports", [])
+    }
+    for job in jobs:
+        assert job["kubernetes_sd_configs"][0]["namespaces"]["names"] == ["fasttask"]
+        (port_rule,) = [
+            r for r in job["relabel_configs"] if r["source_labels"] == ["__meta_kubernetes_pod_container_port_name"]
+        ]
+        assert port_rule["regex"] in port_names
+
+
 def test_hpa_counts_queued_and_started_jobs_of_the_pool_queue(
     rendered: dict[str, list[Obj]], run_entrypoint: Callable[..., Any]
 ) -> None:
@@ -1156,7 +1207,7 @@ def test_compose_file_follows_the_compose_specification(compose: dict[str, Any])
         pytest.fail(f"docker-compose.yml: {exc}")
 
 
-def test_compose_redis_and_minio_keep_their_data(compose: dict[str, Any]) -> None:
+def test_compose_redis_and_the_store_keep_their_data(compose: dict[str, Any]) -> None:
     services, volumes = compose["services"], compose["volumes"]
     redis = services["redis"]
     command = redis["command"]
@@ -1165,23 +1216,112 @@ def test_compose_redis_and_minio_keep_their_data(compose: dict[str, Any]) -> Non
     maxmemory = byte_size(command[command.index("--maxmemory") + 1])
     assert 0 < maxmemory <= 0.8 * byte_size(redis["mem_limit"]), "noeviction needs a maxmemory below the limit"
     assert redis["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
-    for name, path in (("redis", "/data"), ("minio", "/data")):
+    for name, path in (("redis", "/data"), ("s3", "/data")):
         (mount,) = services[name]["volumes"]
         volume, _, target = mount.partition(":")
         assert volume in volumes and target == path, f"{name} keeps its data in a named volume"
-    minio = services["minio"]
-    assert minio["command"][:2] == ["server", "/data"] and "healthcheck" in minio
-    init = services["minio-init"]
-    assert init["depends_on"] == {"minio": {"condition": "service_healthy"}}
-    assert init["restart"] == "no" and init["env_file"] == ".env"
-    script = " ".join(init["entrypoint"])
-    assert 'mc mb --ignore-existing "local/$FTAPI_S3_BUCKET"' in script
-    assert "$AWS_ACCESS_KEY_ID" in script and "$AWS_SECRET_ACCESS_KEY" in script
+
+
+MAINTAINED_S3_IMAGES = ("chrislusf/seaweedfs:",)
+"""S3-compatible servers whose images are still published (MinIO's community images stopped in 2025)."""
+
+
+def test_compose_store_is_a_maintained_s3_server_with_the_env_credentials(
+    compose: dict[str, Any], tmp_path: Path
+) -> None:
+    """SeaweedFS, started by the service's own command with a stand-in `weed` that shows what it was given: an
+    S3 identity with exactly the credentials of .env (the ones fasttask uses), its data under the volume, and
+    the S3 port that FTAPI_S3_ENDPOINT_URL and the published port name."""
+    store = compose["services"]["s3"]
+    assert store["image"].startswith(MAINTAINED_S3_IMAGES) and not store["image"].endswith(":latest")
+    assert not any("minio" in str(service.get("image", "")) for service in compose["services"].values())
+    assert store["healthcheck"]["test"][0] == "CMD"
+    assert store["entrypoint"] == ["/bin/sh", "-c"]
+    (script,) = store["command"]
+    config = tmp_path / "s3.json"
+    stub = tmp_path / "bin" / "weed"
+    stub.parent.mkdir()
+    stub.write_text('#!/bin/sh\nfor a in "$@"; do echo "$a"; done > "$WEED_ARGS"\n')
+    stub.chmod(0o755)
+    done = subprocess.run(
+        ["/bin/sh", "-c", script.replace("/tmp/s3.json", str(config))],
+        env={**store["environment"], "PATH": f"{stub.parent}:/usr/bin:/bin", "WEED_ARGS": str(tmp_path / "args")},
+        capture_output=True,
+        text=True,
+        timeout=10,
+    )
+    assert done.returncode == 0, done.stderr
     example = compose_env()
-    assert minio["environment"] == {
-        "MINIO_ROOT_USER": example["AWS_ACCESS_KEY_ID"],
-        "MINIO_ROOT_PASSWORD": example["AWS_SECRET_ACCESS_KEY"],
+    (identity,) = json.loads(config.read_text())["identities"]
+    assert identity["credentials"] == [
+        {"accessKey": example["AWS_ACCESS_KEY_ID"], "secretKey": example["AWS_SECRET_ACCESS_KEY"]}
+    ]
+    assert {"Read", "Write", "List"} <= set(identity["actions"])
+    assert config.stat().st_mode & 0o077 == 0, "the credentials file is readable by its owner only"
+    args = (tmp_path / "args").read_text().split()
+    assert args[0] == "server" and "-s3" in args and "-dir=/data" in args and f"-s3.config={config}" in args
+    s3_port = next(a.partition("=")[2] for a in args if a.startswith("-s3.port="))
+    endpoint = urlsplit(ftapi_settings(example).s3_endpoint_url or "")
+    assert (endpoint.hostname, str(endpoint.port)) == ("s3", s3_port)
+    (published,) = store["ports"]
+    assert published.rpartition(":")[2] == s3_port
+
+
+def test_compose_bucket_is_made_by_the_images_own_command(
+    compose: dict[str, Any], s3_endpoint: str, tmp_path: Path
+) -> None:
+    """s3-init runs the image's fasttask-make-bucket (through its entrypoint) before the API and workers: against
+    a real S3 server it creates the bucket, finds it the second time, and fails with a message when no store
+    answers."""
+    init = compose["services"]["s3-init"]
+    api = compose["services"]["api"]
+    assert init["image"] == api["image"] and init["build"] == api["build"]
+    assert init["depends_on"] == {"s3": {"condition": "service_healthy"}}
+    assert init["restart"] == "no" and init["env_file"] == ".env"
+    copies = [i.value for i in final_stage(dockerfile()) if i.keyword == "COPY" and "make_bucket.py" in i.value]
+    assert [shlex.split(value)[-1] for value in copies] == ["/usr/local/bin/fasttask-make-bucket"]
+    extras = init["build"]["args"]["EXTRAS"].split(",")
+    assert "all" in extras or "s3" in extras, "the image has boto3"
+    from .servers import S3_CREDENTIALS
+
+    bin_dir = tmp_path / "bin"  # the image's /usr/local/bin
+    bin_dir.mkdir()
+    (bin_dir / "fasttask-make-bucket").symlink_to(DEPLOY / "docker" / "make_bucket.py")
+    env = {
+        **{key: value for key, value in os.environ.items() if not key.startswith(("FTAPI_", "AWS_"))},
+        **compose_env(),
+        **S3_CREDENTIALS,  # the test server's, in place of the store's
+        "FTAPI_S3_ENDPOINT_URL": s3_endpoint,
+        "FTAPI_S3_BUCKET": f"compose-{os.urandom(3).hex()}",
+        "PATH": os.pathsep.join([str(Path(sys.executable).parent), str(bin_dir), os.environ["PATH"]]),
     }
+
+    def make(extra: dict[str, str]) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["/bin/sh", str(ENTRYPOINT), *init["command"]],
+            env={**env, **extra},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    first, second = make({}), make({})
+    assert first.returncode == 0 and "created" in first.stdout, first.stderr
+    assert second.returncode == 0 and "exists" in second.stdout, second.stderr
+    import boto3
+
+    client = boto3.client(
+        "s3",
+        endpoint_url=s3_endpoint,
+        **{
+            "aws_access_key_id": S3_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+            "aws_secret_access_key": S3_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+            "region_name": "us-east-1",
+        },
+    )
+    assert env["FTAPI_S3_BUCKET"] in {b["Name"] for b in client.list_buckets()["Buckets"]}
+    nothing = make({"FTAPI_S3_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}", "MAKE_BUCKET_WAIT_S": "0"})
+    assert nothing.returncode != 0 and "no S3 store at" in nothing.stderr
 
 
 def test_compose_api_and_workers_run_fasttask(
@@ -1198,7 +1338,7 @@ def test_compose_api_and_workers_run_fasttask(
         assert service["env_file"] == ".env" and service["image"] == api["image"]
         assert service["depends_on"] == {
             "redis": {"condition": "service_healthy"},
-            "minio-init": {"condition": "service_completed_successfully"},
+            "s3-init": {"condition": "service_completed_successfully"},
         }
     entrypoint = json.loads(only(final_stage(dockerfile()), "ENTRYPOINT").value)
     assert entrypoint[0].endswith("tini") and "-s" not in entrypoint
@@ -1228,7 +1368,9 @@ def test_compose_env_example_configures_a_valid_distributed_fasttask(compose: di
     assert urlsplit(settings.s3_endpoint_url or "").hostname in compose["services"]
     assert settings.s3_bucket and example["AWS_ACCESS_KEY_ID"]
     raw = (COMPOSE_DIR / "docker-compose.yml").read_text()
-    assert set(re.findall(r"\$\$\{?(\w+)", raw)) <= set(example), "variables the containers read are in .env"
+    environments = {name for service in compose["services"].values() for name in service.get("environment", {})}
+    read = set(re.findall(r"\$\$\{?(\w+)", raw))
+    assert read <= set(example) | environments, "variables the containers read are in .env or their environment"
 
 
 def test_compose_readme_gives_the_three_commands() -> None:
