@@ -24,7 +24,7 @@
 # digest and replace the one below, e.g.
 #   docker buildx imagetools inspect python:3.12-slim-bookworm          (the "Digest:" line)
 #   skopeo inspect --format '{{.Digest}}' docker://docker.io/library/python:3.12-slim-bookworm
-# then rebuild and test the image. Dependabot and Renovate can open these updates for you.
+# then rebuild and run scripts/image-smoke. Dependabot and Renovate can open these updates for you.
 ARG BASE_IMAGE=python:3.12-slim-bookworm@sha256:d50fb7611f86d04a3b0471b46d7557818d88983fc3136726336b2a4c657aa30b
 
 FROM ${BASE_IMAGE} AS build
