@@ -1373,6 +1373,21 @@ def test_compose_env_example_configures_a_valid_distributed_fasttask(compose: di
     assert read <= set(example) | environments, "variables the containers read are in .env or their environment"
 
 
+def test_the_compose_smoke_example_hashes_the_file_it_is_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    """examples/checksum.py, the app scripts/compose-smoke sends a file through the stack with."""
+    import hashlib
+
+    monkeypatch.chdir(ROOT)
+    app = load_app("examples.checksum:app")
+    data = os.urandom(70_000)
+    with TestClient(app) as client:
+        job = client.post("/checksum", files={"file": ("blob.bin", data, "application/octet-stream")})
+        assert job.status_code == 202, job.text
+        done = client.get(f"/jobs/{job.json()['id']}", params={"wait": 10}).json()
+    assert done["status"] == "finished"
+    assert done["result"] == {"name": "blob.bin", "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
 def test_compose_readme_gives_the_three_commands() -> None:
     readme = (COMPOSE_DIR / "README.md").read_text()
     for command in ("cp .env.example .env", "docker compose up -d --build", "docker compose up -d --scale worker="):
