@@ -74,8 +74,9 @@ ENV PATH=/opt/venv/bin:$PATH \
     FTAPI_PORT=8000
 EXPOSE 8000
 USER 10001:10001
-# Liveness of an API process, without curl (not in the slim image). Workers serve no HTTP: their containers
-# turn this off (compose: healthcheck.disable; Kubernetes ignores HEALTHCHECK and uses its own probes).
+# Liveness of an API process, without curl (not in the slim image). Workers serve no API (at most their metrics
+# port): their containers turn this off (compose: healthcheck.disable; Kubernetes ignores HEALTHCHECK and probes
+# a worker's metrics port).
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/health' % os.environ.get('FTAPI_PORT', '8000'), timeout=4)"]
 ENTRYPOINT ["/usr/bin/tini", "--", "/usr/local/bin/fasttask-entrypoint"]
