@@ -1,13 +1,15 @@
 """Renders the kustomizations under deploy/k8s in Python, for tests on machines without kubectl or kustomize.
 
 Only what fasttask's kustomizations use is implemented, and anything else is refused rather than ignored:
-`resources` (files and directories), `namespace`, `images` and `patches` given by `path` (strategic merge
-patches of objects named by their own apiVersion, kind and name). Where `kubectl` is installed, the tests
-compare this rendering with `kubectl kustomize`.
+`resources` (files and directories), `namespace`, `images`, `patches` given by `path` (strategic merge
+patches of objects named by their own apiVersion, kind and name) and `secretGenerator` from env files with
+`generatorOptions.disableNameSuffixHash`. Where `kubectl` is installed, the tests compare this rendering with
+`kubectl kustomize`.
 """
 
 from __future__ import annotations
 
+import base64
 import copy
 from pathlib import Path
 from typing import Any
@@ -16,7 +18,16 @@ import yaml
 
 Obj = dict[str, Any]
 
-SUPPORTED_KEYS = {"apiVersion", "kind", "namespace", "resources", "images", "patches"}
+SUPPORTED_KEYS = {
+    "apiVersion",
+    "kind",
+    "namespace",
+    "resources",
+    "images",
+    "patches",
+    "secretGenerator",
+    "generatorOptions",
+}
 
 CLUSTER_SCOPED_KINDS = {
     "Namespace",
@@ -26,7 +37,15 @@ CLUSTER_SCOPED_KINDS = {
     "PersistentVolume",
 }
 
-BUILT_IN_GROUPS = {"v1", "apps/v1", "batch/v1", "policy/v1", "autoscaling/v2", "networking.k8s.io/v1"}
+BUILT_IN_GROUPS = {
+    "v1",
+    "apps/v1",
+    "batch/v1",
+    "policy/v1",
+    "autoscaling/v2",
+    "networking.k8s.io/v1",
+    "rbac.authorization.k8s.io/v1",
+}
 
 # Lists that Kubernetes' strategic merge patch merges item by item, by this key (the rest are replaced whole).
 MERGE_KEYS = {
@@ -69,6 +88,7 @@ def render(directory: Path) -> list[Obj]:
     for entry in config.get("resources", []):
         target = (directory / entry).resolve()
         objects.extend(render(target) if target.is_dir() else load_documents(target))
+    objects.extend(_generate_secrets(config, directory))
     for patch in config.get("patches", []):
         if set(patch) != {"path"}:
             raise KustomizeError(f"{file}: only patches with a path are implemented, not {patch}")
@@ -87,6 +107,49 @@ def render(directory: Path) -> list[Obj]:
             raise KustomizeError(f"{directory}: {identity(obj)} is defined twice")
         seen.add(identity(obj))
     return objects
+
+
+def _generate_secrets(config: Obj, directory: Path) -> list[Obj]:
+    """Secrets made from env files (KEY=VALUE lines; blank lines and # comments skipped), as kustomize does.
+    A missing env file is an error, as in kustomize: nothing renders without the operator's own secrets."""
+    generators = config.get("secretGenerator", [])
+    if not generators:
+        return []
+    options = config.get("generatorOptions", {})
+    if options != {"disableNameSuffixHash": True}:
+        raise KustomizeError("only generatorOptions {disableNameSuffixHash: true} is implemented")
+    secrets = []
+    for generator in generators:
+        unknown = set(generator) - {"name", "envs", "type", "options"}
+        if unknown or set(generator.get("options", {})) - {"labels"}:
+            raise KustomizeError(f"secretGenerator fields this renderer does not implement: {generator}")
+        data: dict[str, str] = {}
+        for name in generator["envs"]:
+            path = directory / name
+            if not path.is_file():
+                raise KustomizeError(f"secretGenerator {generator['name']}: {path} does not exist")
+            for line in path.read_text().splitlines():
+                line = line.lstrip()
+                if not line or line.startswith("#"):
+                    continue
+                key, sep, value = line.partition("=")
+                if not sep:
+                    raise KustomizeError(f"{path}: {line!r} is not KEY=VALUE")
+                data[key] = base64.b64encode(value.encode()).decode()
+        metadata: Obj = {"name": generator["name"]}
+        labels = generator.get("options", {}).get("labels")
+        if labels:
+            metadata["labels"] = dict(labels)
+        secrets.append(
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": metadata,
+                "type": generator.get("type", "Opaque"),
+                "data": data,
+            }
+        )
+    return secrets
 
 
 def _apply_patch(objects: list[Obj], patch: Obj) -> list[Obj]:
