@@ -192,9 +192,27 @@ def formatter(settings: Settings) -> logging.Formatter:
     return MaskingFormatter(logging.Formatter(TEXT_FORMAT))
 
 
+class RedisNoticeFilter(logging.Filter):
+    """redis-py 7 warns on every new connection to a Redis without maintenance notifications (any self-hosted
+    server): nothing is wrong, so the line is kept for debug logs only (redis-py 8 already says it at debug)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno > logging.DEBUG and "maintenance notifications" in record.getMessage():
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return logging.getLogger().isEnabledFor(logging.DEBUG)
+        return True
+
+
+def _quiet_redis_notices() -> None:
+    connection_log = logging.getLogger("redis.connection")
+    if not any(isinstance(f, RedisNoticeFilter) for f in connection_log.filters):
+        connection_log.addFilter(RedisNoticeFilter())
+
+
 def configure_worker_logging(settings: Settings, level: str) -> None:
     """The worker process: its own root handler on stderr, text or JSON."""
     Redactor.add_secrets(secrets_of(settings))
+    _quiet_redis_notices()
     handler = logging.StreamHandler(sys.stderr if settings.log_format == "text" else sys.stdout)
     handler.setFormatter(formatter(settings))
     root = logging.getLogger()
@@ -232,6 +250,7 @@ def configure_api_logging(settings: Settings) -> None:
     fasttask's handlers to JSON. fasttask's lines get a handler of their own when nothing would take them
     (Python's last-resort handler masks nothing)."""
     Redactor.add_secrets(secrets_of(settings))
+    _quiet_redis_notices()
     names = ("", "uvicorn", "uvicorn.error", "uvicorn.access", "fasttask")
     json_mode = settings.log_format == "json"
     ours = logging.getLogger("fasttask")

@@ -385,3 +385,25 @@ def test_an_api_process_that_cannot_bind_its_port_exits(redis_url: str, tmp_path
             if process.poll() is None:
                 process.kill()
                 process.wait(10)
+
+
+def test_redis_pys_maintenance_notice_is_a_debug_line(capsys: pytest.CaptureFixture[str]) -> None:
+    from fasttask.logs import configure_worker_logging, job_log
+    from fasttask.settings import Settings
+
+    root = logging.getLogger()
+    saved_handlers, saved_level, saved_job_level = root.handlers[:], root.level, job_log.level
+    try:
+        for level in ("info", "debug"):
+            configure_worker_logging(Settings(), level)
+            # what redis-py 7 says on each connection to a server without the feature
+            logging.getLogger("redis.connection").warning("Failed to enable maintenance notifications: unknown command")
+            err = capsys.readouterr().err
+            if level == "info":
+                assert "maintenance notifications" not in err
+            else:
+                assert "DEBUG" in err and "maintenance notifications" in err
+    finally:
+        root.handlers[:] = saved_handlers
+        root.setLevel(saved_level)
+        job_log.setLevel(saved_job_level)
