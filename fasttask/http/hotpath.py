@@ -1,45 +1,41 @@
-"""The two routes every job passes through, served without FastAPI's per-request machinery.
+"""The routes every job passes through, served without FastAPI's per-request machinery.
 
 Submitting a task and reading a job are most of a job service's traffic. FastAPI's middleware stack,
-dependency solving and routing cost several times what the work itself costs, so these requests are
-answered here, and everything else falls through to the FastAPI application (which also documents
-these routes in OpenAPI, with the same handlers behind them).
+dependency solving and routing cost several times what the work itself costs, so the route table's `hot`
+routes are answered here, and everything else falls through to the FastAPI application (which also
+documents these routes in OpenAPI, with the same handlers behind them).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping
 
 from starlette.requests import Request
-from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .responses import RequestValidationFailed, error_response, json_response
+from ..errors import RequestValidationFailed
+from .responses import error_response, json_response
+from .routes import RouteTable
 
 logger = logging.getLogger("fasttask")
 
-Handler = Callable[[Request], Awaitable[Response]]
-
 
 class HotPath:
-    """Dispatches exact (method, path) matches and `GET /jobs/{id}` itself; the rest goes to `fallback`."""
+    """Dispatches requests the table's hot routes match; the rest goes to `fallback`."""
 
-    def __init__(self, fallback: ASGIApp, routes: Mapping[tuple[str, str], Handler], read_job: Handler) -> None:
+    def __init__(self, fallback: ASGIApp, table: RouteTable) -> None:
         self.fallback = fallback
-        self.routes = routes
-        self.read_job = read_job
+        self.table = table
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            handler = self.routes.get((scope["method"], scope["path"]))
-            if handler is None and scope["method"] == "GET" and _is_job_path(scope["path"]):
-                handler = self.read_job
-                scope["path_params"] = {"job_id": scope["path"][len("/jobs/") :]}
-            if handler is not None:
-                request = Request(scope, receive)
+            found = self.table.hot(scope["method"], scope["path"])
+            if found is not None:
+                handler, path_params = found
+                if path_params is not None:
+                    scope["path_params"] = path_params
                 try:
-                    response = await handler(request)
+                    response = await handler(Request(scope, receive))
                 except Exception as exc:
                     answer = error_response(exc)
                     if answer is None:
@@ -49,11 +45,6 @@ class HotPath:
                 await response(scope, receive, send)
                 return
         await self.fallback(scope, receive, send)
-
-
-def _is_job_path(path: str) -> bool:
-    """`/jobs/{id}` and nothing deeper (`/jobs/{id}/stream` goes to FastAPI)."""
-    return path.startswith("/jobs/") and path.count("/") == 2 and len(path) > len("/jobs/")
 
 
 def parse_wait(raw: str | None, limit: float) -> float:
