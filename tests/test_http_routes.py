@@ -1,0 +1,111 @@
+"""One route table: FastAPI, the hot path and the HTTP metrics' labels all read it."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from fastapi.routing import APIRoute
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import Message, Receive, Scope, Send
+
+from fasttask import FastTaskAPI
+from fasttask.http.hotpath import HotPath
+from fasttask.http.routes import UNMATCHED_ROUTE, Route, RouteTable
+
+
+def test_a_submit_handler_is_built_once_and_serves_fastapi_and_the_hot_path() -> None:
+    app = FastTaskAPI("routes", queue="local")
+
+    @app.task_endpoint("/double", methods=("GET", "POST"))
+    def double(n: int = 1) -> int:
+        return 2 * n
+
+    table: RouteTable = app.fastapi.state.routes
+    hot = {method: table.hot(method, "/double") for method in ("GET", "POST")}
+    assert hot["GET"] is not None and hot["POST"] is not None
+    handler = hot["GET"][0]
+    assert hot["POST"][0] is handler
+    served = [r for r in app.fastapi.routes if isinstance(r, APIRoute) and r.path == "/double"]
+    assert sorted(m for r in served for m in r.methods) == ["GET", "POST"]
+    assert all(r.endpoint is handler for r in served)
+    read = table.hot("GET", "/jobs/abc")
+    assert read is not None and read[1] == {"job_id": "abc"}
+    job_route = next(r for r in app.fastapi.routes if isinstance(r, APIRoute) and r.path == "/jobs/{job_id}")
+    assert job_route.endpoint is read[0]
+
+
+async def _answer(text: str, request: Request) -> Response:
+    return Response(f"{text} {dict(request.path_params)}")
+
+
+def _table() -> RouteTable:
+    async def submit(request: Request) -> Response:
+        return await _answer("submit", request)
+
+    async def read(request: Request) -> Response:
+        return await _answer("read", request)
+
+    async def stream(job_id: str) -> Response:
+        return Response(job_id)
+
+    return RouteTable(
+        [
+            Route("/submit", submit, ("POST",), hot=True),
+            Route("/jobs/{job_id}", read, ("GET",), hot=True),
+            Route("/jobs/{job_id}/stream", stream, ("GET",)),
+        ]
+    )
+
+
+async def _call(app: Any, method: str, path: str) -> str:
+    scope: Scope = {"type": "http", "method": method, "path": path, "headers": [], "query_string": b""}
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    await app(scope, receive, send)
+    return b"".join(message.get("body", b"") for message in sent).decode()
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "answer"),
+    [
+        ("POST", "/submit", "submit {}"),
+        ("GET", "/jobs/abc", "read {'job_id': 'abc'}"),
+        ("GET", "/submit", "fallback"),  # another method: FastAPI's (a 405 there)
+        ("POST", "/jobs/abc", "fallback"),
+        ("GET", "/jobs/abc/stream", "fallback"),  # deeper than the template: another route
+        ("GET", "/jobs/", "fallback"),
+    ],
+)
+def test_the_hot_path_answers_the_tables_hot_routes_and_passes_the_rest_on(method: str, path: str, answer: str) -> None:
+    async def fallback(scope: Scope, receive: Receive, send: Send) -> None:
+        await Response("fallback")(scope, receive, send)
+
+    assert asyncio.run(_call(HotPath(fallback, _table()), method, path)) == answer
+
+
+def test_metrics_labels_come_from_the_table() -> None:
+    table = _table()
+    assert table.hot_label("POST", "/submit") == "/submit"
+    assert table.hot_label("DELETE", "/jobs/abc") == "/jobs/{id}"  # whatever the method
+    assert table.hot_label("GET", "/jobs/abc/stream") is None
+
+    def unrouted(method: str, path: str) -> Scope:
+        return {"type": "http", "method": method, "path": path}
+
+    assert table.label(unrouted("GET", "/jobs/abc/stream")) == "/jobs/{id}/stream"
+    assert table.label(unrouted("POST", "/jobs/abc/stream")) == "/jobs/{id}/stream"  # the path matched
+    assert table.label(unrouted("GET", "/elsewhere")) == UNMATCHED_ROUTE
+
+
+def test_a_hot_route_is_a_literal_path_or_one_parameter_after_a_prefix() -> None:
+    with pytest.raises(ValueError, match="/prefix/"):
+        RouteTable([Route("/jobs/{job_id}/files/{index}", _answer, ("GET",), hot=True)])
