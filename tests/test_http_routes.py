@@ -109,3 +109,17 @@ def test_metrics_labels_come_from_the_table() -> None:
 def test_a_hot_route_is_a_literal_path_or_one_parameter_after_a_prefix() -> None:
     with pytest.raises(ValueError, match="/prefix/"):
         RouteTable([Route("/jobs/{job_id}/files/{index}", _answer, ("GET",), hot=True)])
+
+
+def test_the_api_key_leaves_open_the_paths_the_table_marks_open() -> None:
+    app = FastTaskAPI("routes", queue="local", api_key="secret")
+    table: RouteTable = app.fastapi.state.routes
+    docs_files = {"swagger-ui-bundle.js", "swagger-ui.css", "favicon-32x32.png", "docs.js", "docs.css"}
+    assert table.open_paths == {
+        *("/health", "/ready", "/docs", "/dashboard", "/dashboard/"),
+        *("/dashboard/dashboard.js", "/dashboard/dashboard.css"),
+        *(f"/docs/{name}" for name in docs_files),
+    }
+    assert {route.path for route in table.routes if route.open and route.include_in_schema} == {"/health", "/ready"}
+    assert asyncio.run(_call(app, "GET", "/health")) == '{"status":"ok"}'
+    assert "missing or wrong API key" in asyncio.run(_call(app, "GET", "/queues"))

@@ -51,7 +51,7 @@ def build_asgi(service: FastTaskAPI, api: FastAPI) -> ASGIApp:
     table: RouteTable = api.state.routes
     app: ASGIApp = HotPath(api, table)
     if settings.api_key:
-        app = ApiKeyMiddleware(app, api_key=settings.api_key)
+        app = ApiKeyMiddleware(app, settings.api_key, table.open_paths)
     if settings.cors_origins:
         app = with_cors(app, settings.cors_origins)
     added = [Middleware(cls, *args, **kwargs) for cls, args, kwargs in service.added_middleware]

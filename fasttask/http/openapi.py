@@ -154,7 +154,8 @@ def docs_routes() -> list[Route]:
         content, media_type = found
         return Response(content, media_type=media_type, headers={"Cache-Control": "public, max-age=3600"})
 
+    files_paths = tuple(f"/docs/{name}" for name in DOCS_FILES)
     return [
-        Route("/docs", docs, ("GET",), include_in_schema=False),
-        Route("/docs/{name}", docs_file, ("GET",), include_in_schema=False),
+        Route("/docs", docs, ("GET",), include_in_schema=False, open_paths=("/docs",)),
+        Route("/docs/{name}", docs_file, ("GET",), include_in_schema=False, open_paths=files_paths),
     ]

@@ -48,8 +48,10 @@ class Route:
     """OpenAPI responses, replacing what FastAPI infers."""
     parameters: tuple[dict[str, Any], ...] = ()
     """OpenAPI parameters added to (or replacing, by name) what FastAPI infers."""
-    open: bool = False
-    """Documented as needing no API key (the probes)."""
+    open_paths: tuple[str, ...] = ()
+    """The paths of this route served without the API key: the probes, so that orchestrators need no secret,
+    and the static files of the dashboard and of /docs, which hold no data (those pages ask for the key and
+    send it with their requests). OpenAPI documents a route whose own path is here as needing no key."""
     task: TaskDef | None = None
     """The task a submit route runs: OpenAPI documents its parameters as the request."""
     bound_body: bool = False
@@ -62,6 +64,10 @@ class Route:
         object.__setattr__(self, "pattern", compile_path(self.path)[0])
 
     @property
+    def open(self) -> bool:
+        return self.path in self.open_paths
+
+    @property
     def label(self) -> str:
         """The metrics' route label: the template, a job id spelled `{id}`."""
         return self.path.replace("{job_id}", "{id}")
@@ -72,6 +78,8 @@ class RouteTable:
 
     def __init__(self, routes: Iterable[Route]) -> None:
         self.routes = list(routes)
+        self.open_paths = frozenset(path for route in self.routes for path in route.open_paths)
+        """What FTAPI_API_KEY leaves open (see `auth.ApiKeyMiddleware`)."""
         self.exact: dict[tuple[str, str], Route] = {}
         """Hot routes with a literal path, by (method, path): a submit finds its handler with one lookup."""
         self.prefixed: list[tuple[str, str, Route]] = []

@@ -51,7 +51,7 @@ def probe_routes(broker: Broker) -> list[Route]:
             tags=service,
             summary="Liveness",
             responses={"200": json_body("The process serves", ref("ServiceState"))},
-            open=True,
+            open_paths=("/health",),
         ),
         Route(
             "/ready",
@@ -63,7 +63,7 @@ def probe_routes(broker: Broker) -> list[Route]:
                 "200": json_body("The queue backend is reachable", ref("ServiceState")),
                 "503": json_body("The queue backend is not reachable", ref("Error")),
             },
-            open=True,
+            open_paths=("/ready",),
         ),
         Route(
             "/queues",
@@ -161,11 +161,14 @@ def dashboard_routes(broker: Broker, timeline: Timeline) -> list[Route]:
         return Response(assets[name], media_type=DASHBOARD_FILES[name], headers={"Cache-Control": "no-cache"})
 
     return [
-        Route(path, endpoint, ("GET",), include_in_schema=False)
-        for path, endpoint in (
-            ("/dashboard", dashboard),
-            ("/dashboard/state", dashboard_state),
-            ("/dashboard/series", dashboard_series),
-            ("/dashboard/{name}", dashboard_asset),
-        )
+        Route("/dashboard", dashboard, ("GET",), include_in_schema=False, open_paths=("/dashboard", "/dashboard/")),
+        Route("/dashboard/state", dashboard_state, ("GET",), include_in_schema=False),
+        Route("/dashboard/series", dashboard_series, ("GET",), include_in_schema=False),
+        Route(
+            "/dashboard/{name}",
+            dashboard_asset,
+            ("GET",),
+            include_in_schema=False,
+            open_paths=tuple(f"/dashboard/{name}" for name in DASHBOARD_FILES),
+        ),
     ]
