@@ -13,7 +13,9 @@ from starlette.types import Message, Receive, Scope, Send
 
 from fasttask import FastTaskAPI
 from fasttask.http.hotpath import HotPath
+from fasttask.http.request_metrics import HttpMetricsMiddleware
 from fasttask.http.routes import UNMATCHED_ROUTE, Route, RouteTable
+from fasttask.metrics import HttpMetrics
 
 
 def test_a_submit_handler_is_built_once_and_serves_fastapi_and_the_hot_path() -> None:
@@ -94,9 +96,20 @@ def test_the_hot_path_answers_the_tables_hot_routes_and_passes_the_rest_on(metho
 
 def test_metrics_labels_come_from_the_table() -> None:
     table = _table()
-    assert table.hot_label("POST", "/submit") == "/submit"
-    assert table.hot_label("DELETE", "/jobs/abc") == "/jobs/{id}"  # whatever the method
-    assert table.hot_label("GET", "/jobs/abc/stream") is None
+    metrics = HttpMetrics()
+
+    async def fallback(scope: Scope, receive: Receive, send: Send) -> None:
+        await Response("fallback")(scope, receive, send)
+
+    middleware = HttpMetricsMiddleware(HotPath(fallback, table), metrics, table)
+    for method, path in [("POST", "/submit"), ("DELETE", "/jobs/abc"), ("GET", "/jobs/"), ("GET", "/jobs/a/stream")]:
+        asyncio.run(_call(middleware, method, path))
+    assert set(metrics.routes) == {
+        ("/submit", "POST"),
+        ("/jobs/{id}", "DELETE"),  # a hot template labels every method
+        ("/jobs/{id}", "GET"),
+        ("/jobs/{id}/stream", "GET"),
+    }
 
     def unrouted(method: str, path: str) -> Scope:
         return {"type": "http", "method": method, "path": path}

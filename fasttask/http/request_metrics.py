@@ -25,9 +25,11 @@ class HttpMetricsMiddleware:
         self.metrics = metrics
         self.table = table
         self.others = others
-        # resolved once: a task submit finds its series with one dict lookup
+        # resolved once: a task submit finds its series with one dict lookup, a job read with one more
         self.exact = {(method, path): metrics.route(path, method) for method, path in table.exact}
-        self.hot_templates: dict[tuple[str, str], RouteStats] = {}
+        self.by_prefix: list[tuple[str, str, dict[str, RouteStats]]] = [
+            (prefix, route.label, {}) for prefix, _, route in table.prefixed
+        ]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -36,12 +38,14 @@ class HttpMetricsMiddleware:
         method = scope["method"]
         path = scope["path"]
         stats = self.exact.get((method, path))
-        if stats is None and self.table.prefixed:
-            label = self.table.hot_label(method, path)
-            if label is not None:
-                stats = self.hot_templates.get((method, label))
-                if stats is None:
-                    stats = self.hot_templates[method, label] = self.metrics.route(label, method)
+        if stats is None:
+            for prefix, label, by_method in self.by_prefix:
+                # the template `/prefix/{param}`, whatever the method; `/prefix/` itself too
+                if path.startswith(prefix) and path.find("/", len(prefix)) < 0:
+                    stats = by_method.get(method)
+                    if stats is None:
+                        stats = by_method[method] = self.metrics.route(label, method)
+                    break
         code = 500
         started = time.perf_counter()
 

@@ -105,22 +105,12 @@ class RouteTable:
                 return route.endpoint, {param: path[len(prefix) :]}
         return None
 
-    def hot_label(self, method: str, path: str) -> str | None:
-        """The label of a request a hot route's template matches, whatever its method (`DELETE /jobs/x` is
-        `/jobs/{id}` too); None when no hot template matches."""
-        route = self.exact.get((method, path))
-        if route is not None:
-            return route.path
-        for prefix, _, route in self.prefixed:
-            if path.startswith(prefix) and "/" not in path[len(prefix) :]:  # `/jobs/` itself too
-                return route.label
-        return None
-
     def label(self, scope: Scope, others: Sequence[Any] = ()) -> str:
-        """The label of a request no hot template matched: its FastAPI route when it was routed, or else
-        (refused or answered before routing: a 401, a CORS preflight) the first route of the table, then of
-        `others` (routes added to the FastAPI application directly), whose path matches; a route of the same
-        method first."""
+        """The label of a request no hot route's template matched (the metrics middleware matches those
+        itself, whatever the method: `DELETE /jobs/x` is `/jobs/{id}` too): its FastAPI route when it was
+        routed, or else (refused or answered before routing: a 401, a CORS preflight) the first route of the
+        table, then of `others` (routes added to the FastAPI application directly), whose path matches; a
+        route of the same method first."""
         route = scope.get("route")
         path = getattr(route, "path", None) if route is not None else self._match(scope, others)
         return path.replace("{job_id}", "{id}") if isinstance(path, str) else UNMATCHED_ROUTE
@@ -147,4 +137,4 @@ class RouteTable:
 
 def _one_segment_after(path: str, prefix: str) -> bool:
     """`/jobs/{id}` and nothing deeper (`/jobs/{id}/stream` is another route)."""
-    return path.startswith(prefix) and len(path) > len(prefix) and "/" not in path[len(prefix) :]
+    return path.startswith(prefix) and len(path) > len(prefix) and path.find("/", len(prefix)) < 0
