@@ -26,17 +26,16 @@ def test_a_submit_handler_is_built_once_and_serves_fastapi_and_the_hot_path() ->
         return 2 * n
 
     table: RouteTable = app.fastapi.state.routes
-    hot = {method: table.hot(method, "/double") for method in ("GET", "POST")}
-    assert hot["GET"] is not None and hot["POST"] is not None
-    handler = hot["GET"][0]
-    assert hot["POST"][0] is handler
+    hot = HotPath(app.fastapi, table)
+    handler = hot.exact["GET", "/double"]
+    assert hot.exact["POST", "/double"] is handler
     served = [r for r in app.fastapi.routes if isinstance(r, APIRoute) and r.path == "/double"]
     assert sorted(m for r in served for m in r.methods) == ["GET", "POST"]
     assert all(r.endpoint is handler for r in served)
-    read = table.hot("GET", "/jobs/abc")
-    assert read is not None and read[1] == {"job_id": "abc"}
+    [(prefix, param, methods, read)] = hot.prefixed
+    assert (prefix, param, methods) == ("/jobs/", "job_id", ("GET",))
     job_route = next(r for r in app.fastapi.routes if isinstance(r, APIRoute) and r.path == "/jobs/{job_id}")
-    assert job_route.endpoint is read[0]
+    assert job_route.endpoint is read
 
 
 async def _answer(text: str, request: Request) -> Response:

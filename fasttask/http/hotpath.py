@@ -15,7 +15,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..errors import RequestValidationFailed
 from .responses import error_response, json_response
-from .routes import RouteTable
+from .routes import Handler, RouteTable
 
 logger = logging.getLogger("fasttask")
 
@@ -25,15 +25,28 @@ class HotPath:
 
     def __init__(self, fallback: ASGIApp, table: RouteTable) -> None:
         self.fallback = fallback
-        self.table = table
+        # the table's lookups with the handlers resolved once: a submit costs one dict lookup
+        self.exact: dict[tuple[str, str], Handler] = {key: route.endpoint for key, route in table.exact.items()}
+        self.prefixed = [(prefix, param, route.methods, route.endpoint) for prefix, param, route in table.prefixed]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            found = self.table.hot(scope["method"], scope["path"])
-            if found is not None:
-                handler, path_params = found
-                if path_params is not None:
-                    scope["path_params"] = path_params
+            method, path = scope["method"], scope["path"]
+            handler = self.exact.get((method, path))
+            if handler is None:
+                for prefix, param, methods, endpoint in self.prefixed:
+                    # one segment after the prefix (`/jobs/{id}`, not `/jobs/{id}/stream`), and the method
+                    start = len(prefix)
+                    if (
+                        path.startswith(prefix)
+                        and len(path) > start
+                        and path.find("/", start) < 0
+                        and method in methods
+                    ):
+                        handler = endpoint
+                        scope["path_params"] = {param: path[len(prefix) :]}
+                        break
+            if handler is not None:
                 try:
                     response = await handler(Request(scope, receive))
                 except Exception as exc:

@@ -95,16 +95,6 @@ class RouteTable:
                 raise ValueError(f"a hot route is a literal path or /prefix/{{param}}, not {route.path}")
             self.prefixed.append((prefix, rest[:-1], route))
 
-    def hot(self, method: str, path: str) -> tuple[Handler, dict[str, str] | None] | None:
-        """The hot handler for a request, and its path parameters (None for a literal path)."""
-        route = self.exact.get((method, path))
-        if route is not None:
-            return route.endpoint, None
-        for prefix, param, route in self.prefixed:
-            if method in route.methods and _one_segment_after(path, prefix):
-                return route.endpoint, {param: path[len(prefix) :]}
-        return None
-
     def label(self, scope: Scope, others: Sequence[Any] = ()) -> str:
         """The label of a request no hot route's template matched (the metrics middleware matches those
         itself, whatever the method: `DELETE /jobs/x` is `/jobs/{id}` too): its FastAPI route when it was
@@ -133,8 +123,3 @@ class RouteTable:
             elif match is Match.PARTIAL:
                 partial = partial or getattr(other, "path", None)
         return full or partial
-
-
-def _one_segment_after(path: str, prefix: str) -> bool:
-    """`/jobs/{id}` and nothing deeper (`/jobs/{id}/stream` is another route)."""
-    return path.startswith(prefix) and len(path) > len(prefix) and path.find("/", len(prefix)) < 0
