@@ -254,8 +254,10 @@ def code_cost() -> dict[str, float]:
     import timeit
 
     sys.path.insert(0, str(BENCH.parent))
+    from fasttask.http.request_metrics import HttpMetricsMiddleware
+    from fasttask.http.routes import Route, RouteTable
     from fasttask.jobs import JobRecord, JobStatus, utcnow
-    from fasttask.metrics import HttpMetrics, HttpMetricsMiddleware, JobMetrics
+    from fasttask.metrics import HttpMetrics, JobMetrics
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
         await send({"type": "http.response.start", "status": 200})
@@ -267,7 +269,8 @@ def code_cost() -> dict[str, float]:
     async def receive() -> Any:
         return {}
 
-    middleware = HttpMetricsMiddleware(app, HttpMetrics(), None, [("POST", "/noop")])
+    table = RouteTable([Route("/noop", app, ("POST",), hot=True), Route("/jobs/{job_id}", app, ("GET",), hot=True)])
+    middleware = HttpMetricsMiddleware(app, HttpMetrics(), table)
     submit = {"type": "http", "method": "POST", "path": "/noop"}
     read = {"type": "http", "method": "GET", "path": "/jobs/0123456789abcdef0123456789abcdef"}
     n = 100_000

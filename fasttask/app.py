@@ -10,9 +10,6 @@ import typing
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from starlette.middleware import Middleware
-from starlette.types import ASGIApp, Receive, Scope, Send
-
 from .errors import ConfigError
 from .progress import JobProgress
 from .settings import Settings
@@ -20,6 +17,7 @@ from .tasks import DEFAULT_QUEUE_SIZE, DEFAULT_RESULT_TTL_S, TaskDef, is_progres
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
+    from starlette.types import ASGIApp, Receive, Scope, Send
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -40,8 +38,8 @@ class FastTaskAPI:
         self._setup_hooks: list[Callable[[], Any]] = []
         self._setup_done = False
         self._setup_lock = threading.Lock()
-        self.added_middleware: list[Middleware] = []
-        """Added with `add_middleware`, outermost first."""
+        self.added_middleware: list[tuple[Callable[..., ASGIApp], tuple[Any, ...], dict[str, Any]]] = []
+        """Added with `add_middleware`, outermost first: (class, args, keyword arguments)."""
         self._asgi: ASGIApp | None = None
         self._fastapi: FastAPI | None = None
 
@@ -119,7 +117,7 @@ class FastTaskAPI:
         (Starlette's middleware); the last one added is the outermost. Call it before the app serves."""
         if self._asgi is not None:
             raise ConfigError("middleware must be added before the app starts serving")
-        self.added_middleware.insert(0, Middleware(middleware_class, *args, **kwargs))
+        self.added_middleware.insert(0, (middleware_class, args, kwargs))
 
     # -- serving -----------------------------------------------------------------------------------
     @property
@@ -127,7 +125,7 @@ class FastTaskAPI:
         """The ASGI application serving this service, built on first use (its first request or lifespan):
         the middleware added by then is part of it."""
         if self._asgi is None:
-            from .api import build_asgi
+            from .http.api import build_asgi
 
             self._asgi = build_asgi(self, self.fastapi)
         return self._asgi
@@ -137,7 +135,7 @@ class FastTaskAPI:
         """The FastAPI application inside: add your own routes or middleware to it before serving (its
         middleware wraps every route, like `add_middleware`'s)."""
         if self._fastapi is None:
-            from .api import build_api
+            from .http.api import build_api
 
             self._fastapi = build_api(self)
         return self._fastapi

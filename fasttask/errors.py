@@ -6,13 +6,14 @@
   x UnsupportedMediaType 415                        x RangeNotSatisfiable 416
   x Unauthorized 401        x BackendUnavailable 503 > StorageUnavailable
   x ConfigError (start-up only)
+* RequestValidationFailed 422 (a request's parameters, as FastAPI's field-error list)
 * JobCancelled (raised inside a task whose job was cancelled or timed out)
 * MissingExtra (an ImportError: a feature's optional dependency is not installed)
 """
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 
 class FastTaskError(Exception):
@@ -99,6 +100,14 @@ class ConfigError(FastTaskError):
 
 class MissingExtra(ImportError):
     """Raised when a feature needs an optional dependency that is not installed; says which extra to add."""
+
+
+class RequestValidationFailed(Exception):
+    """A request's parameters did not validate; `errors` is FastAPI's field-error list (answered with 422)."""
+
+    def __init__(self, errors: list[dict[str, Any]]) -> None:
+        super().__init__("invalid parameters")
+        self.errors = errors
 
 
 class JobCancelled(Exception):

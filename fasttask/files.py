@@ -182,7 +182,7 @@ class MediaFile:
         """Encode a numpy array as a file of this kind (e.g. `ImageFile.from_np_array(a, img_type="png")`)."""
         from .media import from_np_array
 
-        return from_np_array(cls, array, **options)
+        return from_np_array(cls, array, KINDS, **options)
 
     def __repr__(self) -> str:
         kind = type(self).__name__
@@ -366,6 +366,9 @@ class VideoFile(MediaFile):
     """A video file."""
 
     default_content_type = "video/mp4"
+
+
+KINDS: dict[str, type[MediaFile]] = {"ImageFile": ImageFile, "AudioFile": AudioFile, "VideoFile": VideoFile}
 
 
 def iter_files(value: Any) -> Iterator[MediaFile]:

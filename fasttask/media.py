@@ -7,6 +7,7 @@ asks for it, so the core package and API-only processes never load them.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
@@ -38,11 +39,9 @@ def to_toolkit(media: MediaFile) -> Any:
     return converted
 
 
-def from_toolkit(value: Any, kind: type[MediaFile]) -> MediaFile:
-    """A fasttask file holding a media-toolkit object's content, of the matching fasttask kind."""
-    from .files import AudioFile, ImageFile, VideoFile
-
-    kinds: dict[str, type[MediaFile]] = {"ImageFile": ImageFile, "AudioFile": AudioFile, "VideoFile": VideoFile}
+def from_toolkit(value: Any, kind: type[MediaFile], kinds: Mapping[str, type[MediaFile]]) -> MediaFile:
+    """A fasttask file holding a media-toolkit object's content, of the matching kind in `kinds` (by class
+    name, `files.KINDS`), else `kind`."""
     for base in type(value).__mro__:
         if base.__name__ in kinds:
             kind = kinds[base.__name__]
@@ -57,8 +56,8 @@ def to_np_array(media: MediaFile, **options: Any) -> Any:
     return to_toolkit(media).to_np_array(**options)
 
 
-def from_np_array(kind: type[MediaFile], array: Any, **options: Any) -> MediaFile:
+def from_np_array(kind: type[MediaFile], array: Any, kinds: Mapping[str, type[MediaFile]], **options: Any) -> MediaFile:
     """Encode a numpy array as a file of `kind` with media-toolkit (for images, `img_type="png"` and so on)."""
     toolkit = _toolkit()
     converted = getattr(toolkit, kind.__name__, toolkit.MediaFile)().from_np_array(array, **options)
-    return from_toolkit(converted, kind)
+    return from_toolkit(converted, kind, kinds)

@@ -19,10 +19,9 @@ The names and labels are stable and documented in docs/operations.md:
 from __future__ import annotations
 
 import threading
-import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, generate_latest, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -30,11 +29,9 @@ from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .errors import BackendUnavailable, FastTaskError, QueueFull
+from .errors import BackendUnavailable, FastTaskError, QueueFull, RequestValidationFailed
 from .jobs import FINAL_STATUSES, JobStatus
-from .responses import RequestValidationFailed
 
 if TYPE_CHECKING:
     from .brokers.base import QueueInfo
@@ -53,8 +50,6 @@ HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.
 
 REJECT_REASONS = ("queue_full", "invalid", "unavailable")
 FINAL = tuple(status.value for status in JobStatus if status in FINAL_STATUSES)
-UNMATCHED_ROUTE = "unmatched"
-"""The route label of requests no route matched (404s of unknown paths): one series, whatever the path."""
 
 
 class Buckets:
@@ -256,63 +251,6 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
-
-
-class HttpMetricsMiddleware:
-    """Times and counts every request, labelled by route template: a task's path, `/jobs/{id}`, or the
-    FastAPI route's template (`{job_id}` spelled `{id}`), never a raw id.
-
-    It sits outside the hot path and the API-key check, so refused and hot-path requests count too.
-    """
-
-    def __init__(self, app: ASGIApp, metrics: HttpMetrics, api: Any, exact_routes: Iterable[tuple[str, str]]) -> None:
-        self.app = app
-        self.metrics = metrics
-        self.api = api
-        # resolved once: a task submit finds its series with one dict lookup
-        self.exact = {(method, path): metrics.route(path, method) for method, path in exact_routes}
-        self.job_reads: dict[str, RouteStats] = {}
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        method = scope["method"]
-        path = scope["path"]
-        stats = self.exact.get((method, path))
-        if stats is None and path.startswith("/jobs/") and path.count("/") == 2:
-            stats = self.job_reads.get(method)
-            if stats is None:
-                stats = self.job_reads[method] = self.metrics.route("/jobs/{id}", method)
-        code = 500
-        started = time.perf_counter()
-
-        async def send_and_note(message: Message) -> None:
-            nonlocal code
-            if message["type"] == "http.response.start":
-                code = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_and_note)
-        finally:
-            if stats is None:
-                stats = self.metrics.route(self._template(scope), method)
-            stats.observe(code, time.perf_counter() - started)
-
-    def _template(self, scope: Scope) -> str:
-        route = scope.get("route")
-        if route is None:  # refused or answered before routing (401, a CORS preflight): find the route's path
-            from starlette.routing import Match
-
-            matches = [(r.matches(scope)[0], r) for r in self.api.router.routes]
-            full = [r for match, r in matches if match is Match.FULL]
-            partial = [r for match, r in matches if match is Match.PARTIAL]  # the path, another method's route
-            route = (full or partial or [None])[0]
-        path = getattr(route, "path", None)
-        if not isinstance(path, str):
-            return UNMATCHED_ROUTE
-        return path.replace("{job_id}", "{id}")
 
 
 def serve_worker_metrics(endpoints: Iterable[str], host: str, port: int, loops: LoopHealth | None = None) -> Metrics:

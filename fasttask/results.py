@@ -14,7 +14,7 @@ from uuid import UUID
 
 from pydantic import BaseModel
 
-from .files import MediaFile
+from .files import KINDS, MediaFile
 from .media import from_toolkit, is_toolkit_object
 
 FileStore = Callable[[MediaFile], dict[str, Any]]
@@ -47,7 +47,7 @@ def to_json_value(value: Any, store_file: FileStore) -> Any:
     if isinstance(value, bytes | bytearray):
         return base64.b64encode(bytes(value)).decode("ascii")
     if is_toolkit_object(value):  # a media-toolkit file a task returned
-        return store_file(from_toolkit(value, MediaFile))
+        return store_file(from_toolkit(value, MediaFile, KINDS))
     tolist = getattr(value, "tolist", None)  # numpy arrays and scalars, without importing numpy
     if callable(tolist):
         return to_json_value(tolist(), store_file)

@@ -32,6 +32,8 @@ RULES = (
     Rule("fasttask.storage", "boto3"),
     Rule("fasttask.storage", "botocore"),
     Rule("fasttask.media", "media_toolkit"),
+    Rule("fasttask.http", "fastapi"),
+    Rule("fasttask.http", "starlette"),
 )
 
 
@@ -139,6 +141,63 @@ def test_each_home_is_seen_importing_its_dependency() -> None:
         }
         assert importers, f"no module imports {rule.dependency}: drop its rule or fix the walk"
         assert all(is_within(module, rule.home) for module in importers)
+
+
+def circles(graph: dict[str, list[Import]], modules: set[str]) -> list[list[str]]:
+    """The import circles among `modules`: each strongly connected group of two or more, or a module that
+    imports itself (Tarjan's algorithm)."""
+    edges = {module: sorted({found.target for found in graph[module] if found.target in modules}) for module in modules}
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(module: str) -> None:
+        index[module] = low[module] = len(index)
+        stack.append(module)
+        for target in edges[module]:
+            if target not in index:
+                visit(target)
+                low[module] = min(low[module], low[target])
+            elif target in stack:
+                low[module] = min(low[module], index[target])
+        if low[module] == index[module]:
+            group = []
+            while True:
+                member = stack.pop()
+                group.append(member)
+                if member == module:
+                    break
+            if len(group) > 1 or module in edges[module]:
+                found.append(sorted(group))
+
+    for module in sorted(modules):
+        if module not in index:
+            visit(module)
+    return found
+
+
+def test_the_http_layer_and_the_app_import_no_circle() -> None:
+    graph = import_graph()
+    modules = {module for module in graph if is_within(module, "fasttask.http") or module == "fasttask.app"}
+    assert "fasttask.http.api" in modules and "fasttask.http.routes" in modules
+    assert circles(graph, modules) == []
+
+
+def test_files_and_media_import_no_circle() -> None:
+    assert circles(import_graph(), {"fasttask.files", "fasttask.media", "fasttask.results"}) == []
+
+
+def test_the_circle_finder_finds_circles_through_imports_in_functions() -> None:
+    graph = {
+        "fasttask.a": imports_in("def later():\n    from . import b", "fasttask.a", known={"fasttask.b"}),
+        "fasttask.b": imports_in("from .c import x", "fasttask.b"),
+        "fasttask.c": imports_in("from typing import TYPE_CHECKING\nfrom .a import y", "fasttask.c"),
+        "fasttask.d": imports_in("if TYPE_CHECKING:\n    from .a import z", "fasttask.d"),
+    }
+    assert circles(graph, set(graph)) == [["fasttask.a", "fasttask.b", "fasttask.c"]]
+    graph["fasttask.c"] = imports_in("if TYPE_CHECKING:\n    from .a import y", "fasttask.c")
+    assert circles(graph, set(graph)) == []
 
 
 def test_the_walk_counts_imports_in_functions_and_leaves_out_type_only_ones() -> None:

@@ -7,9 +7,10 @@ from typing import Any
 from pydantic import ValidationError
 from starlette.requests import Request
 
-from .errors import InvalidInput, UnsupportedMediaType
-from .fetch import UrlRefused, download
-from .files import close_files, iter_files
+from ..errors import InvalidInput, UnsupportedMediaType
+from ..fetch import UrlRefused, download
+from ..files import close_files, iter_files
+from ..tasks import TaskDef, validation_errors
 from .limits import (
     InputLimits,
     ValueBudget,
@@ -21,7 +22,6 @@ from .limits import (
 )
 from .multipart import MultipartReader, boundary_of
 from .responses import RequestValidationFailed
-from .tasks import TaskDef, validation_errors
 
 __all__ = ["InputLimits", "read_params", "read_request_data"]
 

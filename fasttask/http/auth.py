@@ -1,21 +1,13 @@
-"""API-key authentication (FTAPI_API_KEY): every route but the probes needs the key, websockets included."""
+"""API-key authentication (FTAPI_API_KEY): every route needs the key, websockets included, but the paths the
+route table leaves open (`Route.open_paths`: the probes and static files; `/openapi.json` needs the key)."""
 
 from __future__ import annotations
 
 import hmac
 import json
+from collections.abc import Collection
 
 from starlette.types import ASGIApp, Receive, Scope, Send
-
-OPEN_PATHS = frozenset(
-    {"/health", "/ready", "/dashboard", "/dashboard/", "/dashboard/dashboard.js", "/dashboard/dashboard.css"}
-    | {"/docs", *(f"/docs/{name}" for name in ("swagger-ui-bundle.js", "swagger-ui.css", "favicon-32x32.png"))}
-    | {"/docs/docs.js", "/docs/docs.css"}
-)
-"""Probes stay open so that orchestrators need no secret to check the process; so do the static files of the
-dashboard and of /docs, which hold no data: those pages ask for the key and send it with their requests
-(`/openapi.json` itself needs the key)."""
-
 
 WEBSOCKET_POLICY_VIOLATION = 1008
 
@@ -24,13 +16,14 @@ class ApiKeyMiddleware:
     """Refuses requests without `Authorization: Bearer <key>` or `X-API-Key: <key>` with 401, and closes a
     websocket without the key before accepting it (the handshake is refused with 403)."""
 
-    def __init__(self, app: ASGIApp, api_key: str) -> None:
+    def __init__(self, app: ASGIApp, api_key: str, open_paths: Collection[str]) -> None:
         self.app = app
         self._key = api_key.encode()
+        self.open_paths = open_paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
-        if kind == "lifespan" or (kind == "http" and scope["path"] in OPEN_PATHS) or self._authorized(scope):
+        if kind == "lifespan" or (kind == "http" and scope["path"] in self.open_paths) or self._authorized(scope):
             await self.app(scope, receive, send)
             return
         if kind == "websocket":

@@ -14,8 +14,8 @@ from typing import Any
 
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from .errors import InvalidInput, PayloadTooLarge, size_text
-from .files import MediaFile, close_files
+from ..errors import InvalidInput, PayloadTooLarge, size_text
+from ..files import MediaFile, close_files
 from .limits import MAX_FIELDS, MAX_FILES
 
 

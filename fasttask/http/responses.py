@@ -8,21 +8,13 @@ from typing import Any
 
 from starlette.responses import Response
 
-from .errors import FastTaskError, QueueFull
+from ..errors import FastTaskError, QueueFull, RequestValidationFailed
 
 MAX_REPORTED_ERRORS = 50
 """A 422 lists at most this many field errors (and says how many more there were)."""
 MAX_ECHO_CHARS = 200
 """An error's `input` goes back only when small: strings are cut to this many characters, and a list or
 object only when it holds no more than this many characters and items in all; a long `loc` part is cut too."""
-
-
-class RequestValidationFailed(Exception):
-    """A request's parameters did not validate; `errors` is FastAPI's field-error list."""
-
-    def __init__(self, errors: list[dict[str, Any]]) -> None:
-        super().__init__("invalid parameters")
-        self.errors = errors
 
 
 def json_response(payload: Any, status_code: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -94,3 +86,6 @@ def _small_json(value: Any) -> bool:
         else:
             return False
     return left >= 0
+
+
+__all__ = ["RequestValidationFailed", "error_response", "json_response", "reportable_errors"]

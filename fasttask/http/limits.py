@@ -23,7 +23,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .errors import PayloadTooLarge, size_text
+from ..errors import PayloadTooLarge, size_text
 from .responses import error_response
 
 DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
