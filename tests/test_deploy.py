@@ -36,7 +36,7 @@ from fastapi.testclient import TestClient
 
 from fasttask import FastTaskAPI, Settings
 from fasttask.cli import build_parser, load_app
-from fasttask.redis_layout import queue_name
+from fasttask.redis.keys import queue_name
 
 from .conftest import LiveServer, free_port
 from .deploy_keda_schema import SCHEMAS as KEDA_SCHEMAS

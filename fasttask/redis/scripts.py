@@ -1,12 +1,36 @@
 """Lua scripts: each step of a job's life that must be atomic in Redis is one script, one round trip.
 
 They touch keys they build from RQ's layout (`rq:job:<id>`, `rq:wip:<queue>`, ...), which is fine on a
-single Redis (or a primary with replicas); Redis Cluster is not supported.
+single Redis (or a primary with replicas); Redis Cluster is not supported. The key prefixes and field names
+are written here as `${...}` placeholders, filled from `keys` when this module loads: the scripts that
+Redis runs are plain text with the same names, and every name still has one home.
 """
 
 from __future__ import annotations
 
-SUBMIT = """
+from string import Template
+
+from . import keys
+
+_NAMES = {
+    "job": keys.job_key(""),
+    "wip": keys.started_registry_key(""),
+    "queue": keys.queue_key(""),
+    "canceled": keys.canceled_registry_key(""),
+    "command": keys.worker_command_channel(""),
+    "outputs": keys.OUTPUTS_PREFIX,
+    "events": keys.EVENTS_CHANNEL,
+    "execution": keys.F_EXECUTION,
+    "outcome": keys.F_OUTCOME,
+    "failures": keys.F_FAILURES,
+}
+
+
+def _lua(text: str) -> str:
+    return Template(text).substitute(_NAMES)
+
+
+SUBMIT = _lua("""
 -- KEYS: queue list, job hash. ARGV: limit, job id, queued channel, then the job's field/value pairs.
 if redis.call('LLEN', KEYS[1]) >= tonumber(ARGV[1]) then
   return 0
@@ -15,9 +39,9 @@ redis.call('HSET', KEYS[2], unpack(ARGV, 4))
 redis.call('RPUSH', KEYS[1], ARGV[2])
 redis.call('PUBLISH', ARGV[3], ARGV[2])
 return 1
-"""
+""")
 
-CLAIM = """
+CLAIM = _lua("""
 -- KEYS: the worker's queue lists, in order. ARGV: now (RQ timestamp), lease deadline (unix s),
 -- execution id, worker name, then the queue names of KEYS.
 -- Takes the first job still queued, marks it started and registers its execution in RQ's
@@ -26,21 +50,21 @@ for i, queue_key in ipairs(KEYS) do
   while true do
     local id = redis.call('LPOP', queue_key)
     if not id then break end
-    local job_key = 'rq:job:' .. id
+    local job_key = '${job}' .. id
     if redis.call('HGET', job_key, 'status') == 'queued' then
       redis.call('HSET', job_key, 'status', 'started', 'started_at', ARGV[1], 'last_heartbeat', ARGV[1],
-        'worker_name', ARGV[4], 'ft_execution', ARGV[3])
+        'worker_name', ARGV[4], '${execution}', ARGV[3])
       redis.call('PERSIST', job_key)
-      redis.call('ZADD', 'rq:wip:' .. ARGV[4 + i], ARGV[2], id .. ':' .. ARGV[3])
+      redis.call('ZADD', '${wip}' .. ARGV[4 + i], ARGV[2], id .. ':' .. ARGV[3])
       return {ARGV[4 + i], id, redis.call('HGETALL', job_key)}
     end
     -- cancelled (or expired) while it waited: drop the id and look further
   end
 end
 return false
-"""
+""")
 
-FINISH = """
+FINISH = _lua("""
 -- KEYS: job hash, started registry, results stream, finished/failed registry, outputs list.
 -- ARGV: registry member, status, ended_at, ttl, registry score, job id, result type, payload field
 -- ('' for none), payload, worker name, execution id, started (unix s), ended (unix s), has outputs
@@ -64,11 +88,11 @@ if ARGV[14] == '1' then
   redis.call('EXPIRE', KEYS[5], ARGV[4])
 end
 redis.call('ZADD', KEYS[4], ARGV[5], ARGV[6])
-redis.call('PUBLISH', 'fasttask:events', ARGV[6])
+redis.call('PUBLISH', '${events}', ARGV[6])
 return 1
-"""
+""")
 
-REQUEUE = """
+REQUEUE = _lua("""
 -- KEYS: job hash, started registry, queue list. ARGV: registry member, job id, queued channel, now,
 -- count as a failure ('1'/'0'). Puts a started job back in its queue (a retry, or a worker cut off).
 if redis.call('ZREM', KEYS[2], ARGV[1]) == 0 then
@@ -76,20 +100,20 @@ if redis.call('ZREM', KEYS[2], ARGV[1]) == 0 then
 end
 redis.call('HSET', KEYS[1], 'status', 'queued', 'enqueued_at', ARGV[4], 'started_at', '', 'worker_name', '')
 if ARGV[5] == '1' then
-  redis.call('HINCRBY', KEYS[1], 'ft_failures', 1)
+  redis.call('HINCRBY', KEYS[1], '${failures}', 1)
 end
-redis.call('DEL', 'fasttask:outputs:' .. ARGV[2])
+redis.call('DEL', '${outputs}' .. ARGV[2])
 redis.call('RPUSH', KEYS[3], ARGV[2])
 redis.call('PUBLISH', ARGV[3], ARGV[2])
-redis.call('PUBLISH', 'fasttask:events', ARGV[2])
+redis.call('PUBLISH', '${events}', ARGV[2])
 return 1
-"""
+""")
 
-CANCEL = """
+CANCEL = _lua("""
 -- KEYS: job hash. ARGV: job id, now (RQ timestamp), now (unix s).
 -- A queued job leaves its queue; a running one loses its registry entry (so its result is dropped) and
 -- its worker gets RQ's stop-job command.
-local f = redis.call('HMGET', KEYS[1], 'status', 'origin', 'ft_execution', 'worker_name', 'result_ttl')
+local f = redis.call('HMGET', KEYS[1], 'status', 'origin', '${execution}', 'worker_name', 'result_ttl')
 local status = f[1]
 if not status then
   return {'missing'}
@@ -99,18 +123,18 @@ if status ~= 'queued' and status ~= 'started' and status ~= 'scheduled' and stat
 end
 local queue = f[2]
 if status == 'started' then
-  redis.call('ZREM', 'rq:wip:' .. queue, ARGV[1] .. ':' .. (f[3] or ''))
+  redis.call('ZREM', '${wip}' .. queue, ARGV[1] .. ':' .. (f[3] or ''))
   if f[4] and f[4] ~= '' then
-    redis.call('PUBLISH', 'rq:pubsub:' .. f[4], cjson.encode({command = 'stop-job', job_id = ARGV[1]}))
+    redis.call('PUBLISH', '${command}' .. f[4], cjson.encode({command = 'stop-job', job_id = ARGV[1]}))
   end
 else
-  redis.call('LREM', 'rq:queue:' .. queue, 1, ARGV[1])
+  redis.call('LREM', '${queue}' .. queue, 1, ARGV[1])
 end
-redis.call('HSET', KEYS[1], 'status', 'canceled', 'ended_at', ARGV[2], 'ft_outcome', 'cancelled')
-redis.call('ZADD', 'rq:canceled:' .. queue, ARGV[3], ARGV[1])
+redis.call('HSET', KEYS[1], 'status', 'canceled', 'ended_at', ARGV[2], '${outcome}', 'cancelled')
+redis.call('ZADD', '${canceled}' .. queue, ARGV[3], ARGV[1])
 local ttl = tonumber(f[5]) or 3600
 redis.call('EXPIRE', KEYS[1], ttl)
-redis.call('EXPIRE', 'fasttask:outputs:' .. ARGV[1], ttl)
-redis.call('PUBLISH', 'fasttask:events', ARGV[1])
+redis.call('EXPIRE', '${outputs}' .. ARGV[1], ttl)
+redis.call('PUBLISH', '${events}', ARGV[1])
 return {'cancelled', status}
-"""
+""")
