@@ -32,65 +32,100 @@ def _lua(text: str) -> str:
 
 SUBMIT = _lua("""
 -- KEYS: queue list, job hash. ARGV: limit, job id, queued channel, then the job's field/value pairs.
-if redis.call('LLEN', KEYS[1]) >= tonumber(ARGV[1]) then
+-- The id goes in first and the queue's new length says whether it fitted: one command fewer than asking
+-- first. (A script runs alone, so nobody sees an id that is taken back.)
+if redis.call('RPUSH', KEYS[1], ARGV[2]) > tonumber(ARGV[1]) then
+  redis.call('RPOP', KEYS[1])
   return 0
 end
 redis.call('HSET', KEYS[2], unpack(ARGV, 4))
-redis.call('RPUSH', KEYS[1], ARGV[2])
 redis.call('PUBLISH', ARGV[3], ARGV[2])
 return 1
 """)
 
-CLAIM = _lua("""
--- KEYS: the worker's queue lists, in order. ARGV: now (RQ timestamp), lease deadline (unix s),
--- execution id, worker name, then the queue names of KEYS.
+_CLAIM = """
+-- keys: the worker's queue lists, in order. argv: now (RQ timestamp), lease deadline (unix s),
+-- execution id, worker name, then the queue names of keys.
 -- Takes the first job still queued, marks it started and registers its execution in RQ's
--- StartedJobRegistry with a lease the worker's heartbeat keeps extending.
-for i, queue_key in ipairs(KEYS) do
-  while true do
-    local id = redis.call('LPOP', queue_key)
-    if not id then break end
-    local job_key = '${job}' .. id
-    if redis.call('HGET', job_key, 'status') == 'queued' then
-      redis.call('HSET', job_key, 'status', 'started', 'started_at', ARGV[1], 'last_heartbeat', ARGV[1],
-        'worker_name', ARGV[4], '${execution}', ARGV[3])
-      redis.call('PERSIST', job_key)
-      redis.call('ZADD', '${wip}' .. ARGV[4 + i], ARGV[2], id .. ':' .. ARGV[3])
-      return {ARGV[4 + i], id, redis.call('HGETALL', job_key)}
+-- StartedJobRegistry with a lease the worker's heartbeat keeps extending. Returns the queue, the job id
+-- and the job hash as a flat list (the fields the claim wrote come last, and win).
+local function claim(keys, argv)
+  for i, queue_key in ipairs(keys) do
+    while true do
+      local id = redis.call('LPOP', queue_key)
+      if not id then break end
+      local job_key = '${job}' .. id
+      local fields = redis.call('HGETALL', job_key)
+      local status = nil
+      for j = 1, #fields, 2 do
+        if fields[j] == 'status' then
+          status = fields[j + 1]
+          break
+        end
+      end
+      if status == 'queued' then
+        local started = {'status', 'started', 'started_at', argv[1], 'last_heartbeat', argv[1],
+          'worker_name', argv[4], '${execution}', argv[3]}
+        redis.call('HSET', job_key, unpack(started))
+        redis.call('PERSIST', job_key)
+        redis.call('ZADD', '${wip}' .. argv[4 + i], argv[2], id .. ':' .. argv[3])
+        for _, part in ipairs(started) do
+          fields[#fields + 1] = part
+        end
+        return {argv[4 + i], id, fields}
+      end
+      -- cancelled (or expired) while it waited: drop the id and look further
     end
-    -- cancelled (or expired) while it waited: drop the id and look further
   end
+  return false
 end
-return false
-""")
+"""
 
-FINISH = _lua("""
--- KEYS: job hash, started registry, results stream, finished/failed registry, outputs list.
--- ARGV: registry member, status, ended_at, ttl, registry score, job id, result type, payload field
+_FINISH = """
+-- keys: job hash, started registry, results stream, finished/failed registry, outputs list.
+-- argv: registry member, status, ended_at, ttl, registry score, job id, result type, payload field
 -- ('' for none), payload, worker name, execution id, started (unix s), ended (unix s), has outputs
 -- ('1'/'0'), then extra job field/value pairs.
 -- Only the holder of the job's registry entry may end it: if a cancel, or RQ's cleanup of abandoned
--- jobs, removed the entry, the result is dropped.
-if redis.call('ZREM', KEYS[2], ARGV[1]) == 0 then
-  return 0
+-- jobs, removed the entry, the result is dropped (returns 0).
+local function finish(keys, argv)
+  if redis.call('ZREM', keys[2], argv[1]) == 0 then
+    return 0
+  end
+  redis.call('HSET', keys[1], 'status', argv[2], 'ended_at', argv[3], 'last_heartbeat', argv[3], unpack(argv, 15))
+  local entry = {'type', argv[7], 'worker_name', argv[10], 'execution_id', argv[11],
+    'execution_started_at', argv[12], 'execution_ended_at', argv[13]}
+  if argv[8] ~= '' then
+    entry[#entry + 1] = argv[8]
+    entry[#entry + 1] = argv[9]
+  end
+  redis.call('XADD', keys[3], 'MAXLEN', '~', '10', '*', unpack(entry))
+  redis.call('EXPIRE', keys[3], argv[4])
+  redis.call('EXPIRE', keys[1], argv[4])
+  if argv[14] == '1' then
+    redis.call('EXPIRE', keys[5], argv[4])
+  end
+  redis.call('ZADD', keys[4], argv[5], argv[6])
+  redis.call('PUBLISH', '${events}', argv[6])
+  return 1
 end
-redis.call('HSET', KEYS[1], 'status', ARGV[2], 'ended_at', ARGV[3], 'last_heartbeat', ARGV[3], unpack(ARGV, 15))
-local entry = {'type', ARGV[7], 'worker_name', ARGV[10], 'execution_id', ARGV[11],
-  'execution_started_at', ARGV[12], 'execution_ended_at', ARGV[13]}
-if ARGV[8] ~= '' then
-  entry[#entry + 1] = ARGV[8]
-  entry[#entry + 1] = ARGV[9]
-end
-redis.call('XADD', KEYS[3], 'MAXLEN', '~', '10', '*', unpack(entry))
-redis.call('EXPIRE', KEYS[3], ARGV[4])
-redis.call('EXPIRE', KEYS[1], ARGV[4])
-if ARGV[14] == '1' then
-  redis.call('EXPIRE', KEYS[5], ARGV[4])
-end
-redis.call('ZADD', KEYS[4], ARGV[5], ARGV[6])
-redis.call('PUBLISH', '${events}', ARGV[6])
-return 1
-""")
+"""
+
+CLAIM = _lua(_CLAIM + "return claim(KEYS, ARGV)\n")
+
+FINISH = _lua(_FINISH + "return finish(KEYS, ARGV)\n")
+
+FINISH_AND_CLAIM = _lua(
+    _FINISH
+    + _CLAIM
+    + """
+-- A worker ends its job and takes the next in one call. KEYS: FINISH's 5, then CLAIM's.
+-- ARGV: the number of FINISH's arguments, FINISH's arguments, then CLAIM's. Returns {ended, claimed}.
+local count = tonumber(ARGV[1])
+local ended = finish({KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]}, {unpack(ARGV, 2, count + 1)})
+return {ended, claim({unpack(KEYS, 6)}, {unpack(ARGV, count + 2)})}
+"""
+)
 
 REQUEUE = _lua("""
 -- KEYS: job hash, started registry, queue list. ARGV: registry member, job id, queued channel, now,

@@ -90,6 +90,7 @@ class Worker:
         self.io = JobIO(self.redis, self.store)
         self._claim_script = self.redis.register_script(scripts.CLAIM)
         self._finish_script = self.redis.register_script(scripts.FINISH)
+        self._finish_and_claim_script = self.redis.register_script(scripts.FINISH_AND_CLAIM)
         self._requeue_script = self.redis.register_script(scripts.REQUEUE)
         self._install_signals = install_signals
         self.metrics = metrics
@@ -308,10 +309,11 @@ class Worker:
             if self._finish_script(keys=keys, args=args):
                 self._count_end(claimed, status, now)
             return None
-        pipe = self.redis.pipeline(transaction=False)
-        self._finish_script(keys=keys, args=args, client=pipe)
-        self._claim_script(keys=self._claim_keys(), args=self._claim_args(), client=pipe)
-        ended, reply = pipe.execute()
+        # one script call, not a pipeline of two: no EVALSHA more, and no SCRIPT EXISTS that redis-py sends
+        # before a pipeline holding scripts
+        ended, reply = self._finish_and_claim_script(
+            keys=[*keys, *self._claim_keys()], args=[len(args), *args, *self._claim_args()]
+        )
         if ended:
             self._count_end(claimed, status, now)
         return self._parse_claim(reply)

@@ -241,3 +241,32 @@ def test_cancel_answers_missing_and_final_jobs(connection: redis.Redis) -> None:
     assert cancel(connection, "j") == [b"final", b"finished"]
     assert connection.hget(keys.job_key("j"), "status") == b"finished"
     assert connection.zcard(keys.canceled_registry_key(QUEUE)) == 0
+
+
+def finish_and_claim(connection: redis.Redis, job_id: str, member: str) -> Any:
+    """FINISH's arguments as `finish` passes them, then CLAIM's: one call."""
+    finish_keys = [
+        keys.job_key(job_id),
+        keys.started_registry_key(QUEUE),
+        keys.results_key(job_id),
+        keys.finished_registry_key(QUEUE),
+        keys.outputs_key(job_id),
+    ]
+    finish_args = [member, "finished", "2026-01-01T00:00:01.000000Z", 60, 1234.5, job_id, 1, "", "", "worker-1"]
+    finish_args += ["exec", 1.0, 2.0, "0"]
+    claim_args = ["2026-01-01T00:00:02.000000Z", 1_000, "exec2", "worker-1", QUEUE]
+    return connection.register_script(scripts.FINISH_AND_CLAIM)(
+        keys=[*finish_keys, keys.queue_key(QUEUE)], args=[len(finish_args), *finish_args, *claim_args]
+    )
+
+
+def test_finish_and_claim_ends_a_job_and_takes_the_next_in_one_call(connection: redis.Redis) -> None:
+    member = started(connection, "a")
+    submit(connection, "b", 10)
+    ended, (queue, job_id, flat) = finish_and_claim(connection, "a", member)
+    assert (ended, queue, job_id) == (1, QUEUE.encode(), b"b")
+    assert connection.hget(keys.job_key("a"), "status") == b"finished"
+    assert dict(zip(flat[0::2], flat[1::2], strict=True))[keys.F_EXECUTION.encode()] == b"exec2"
+    assert connection.zrange(keys.started_registry_key(QUEUE), 0, -1) == [b"b:exec2"]
+    assert finish_and_claim(connection, "b", "b:exec") == [0, None], "not its execution; nothing queued"
+    assert connection.hget(keys.job_key("b"), "status") == b"started"
