@@ -67,7 +67,7 @@ def work(args: argparse.Namespace) -> int:
     if not redis_url:
         raise ConfigError("fasttask worker needs FTAPI_REDIS_URL (the Redis both API and workers share)")
     try:
-        from .worker import run_worker_process
+        from .redis.process import run_worker_process
     except ModuleNotFoundError as exc:
         raise ConfigError("fasttask worker needs `pip install fasttask[redis]`") from exc
     configure_worker_logging(app.settings, args.log_level)

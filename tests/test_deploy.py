@@ -41,7 +41,7 @@ from fastapi.testclient import TestClient
 
 from fasttask import FastTaskAPI, Settings
 from fasttask.cli import build_parser, load_app
-from fasttask.redis_layout import queue_name
+from fasttask.redis.keys import queue_name
 
 from .conftest import LiveServer, free_port
 from .deploy_keda_schema import SCHEMAS as KEDA_SCHEMAS
@@ -781,8 +781,8 @@ def stop_escalation_s(redis_url: str) -> float:
     """What a worker adds to its grace period when the job in hand outlives it: the time a task gets to notice
     the stop, then the time an interrupted task gets before the worker replaces its process (read from a real
     worker's guard, so a change there shows up here)."""
+    from fasttask.redis.guard import ASK_FIRST_S
     from fasttask.worker import Worker
-    from fasttask.worker.guard import ASK_FIRST_S
 
     app = FastTaskAPI(title="escalation", queue="local")
     app.task_endpoint("/noop")(lambda: None)
@@ -1569,10 +1569,10 @@ def test_deletion_cost_is_high_at_once_and_low_only_after_a_quiet_spell() -> Non
     assert cost.wanted(False, now=32) == module.BUSY_COST
     assert cost.wanted(False, now=62) == module.IDLE_COST
     assert module.BUSY_COST > module.IDLE_COST
-    from fasttask import redis_layout
+    from fasttask.redis import keys
 
-    assert redis_layout.workers_set_key() == module.WORKERS_SET
-    assert module.WORKER_KEY.format("w") == redis_layout.worker_key("w")
+    assert keys.workers_set_key() == module.WORKERS_SET
+    assert module.WORKER_KEY.format("w") == keys.worker_key("w")
     assert module.ANNOTATION == DELETION_COST
 
 

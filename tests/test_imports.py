@@ -4,7 +4,7 @@ The walk parses every module of `fasttask` with `ast` and counts every import wh
 top, inside functions, and `importlib.import_module("name")` with a literal name (how the extras are loaded
 lazily). Type-only imports (under `if TYPE_CHECKING:`) are left out: they never run.
 
-A new rule is one more row in RULES.
+A new rule is one more row in RULES. The same walk finds import circles: the Redis queue's modules have none.
 """
 
 from __future__ import annotations
@@ -34,7 +34,12 @@ RULES = (
     Rule("fasttask.media", "media_toolkit"),
     Rule("fasttask.http", "fastapi"),
     Rule("fasttask.http", "starlette"),
+    Rule("fasttask.redis", "redis"),
+    Rule("fasttask.redis", "rq"),
 )
+
+CIRCLE_FREE = ("fasttask.redis", "fasttask.worker")
+"""Packages none of whose modules is part of an import circle (imports in functions count, type-only ones not)."""
 
 
 @dataclass(frozen=True)
@@ -118,6 +123,49 @@ def import_graph() -> dict[str, list[Import]]:
 
 def is_within(module: str, home: str) -> bool:
     return module == home or module.startswith(home + ".")
+
+
+def import_circles(graph: dict[str, list[Import]]) -> list[set[str]]:
+    """Each group of modules of the graph that import one another, directly or through other modules."""
+    edges = {module: {found.target for found in imports if found.target in graph} for module, imports in graph.items()}
+    reach: dict[str, set[str]] = {}
+    for start in edges:
+        seen: set[str] = set()
+        todo = list(edges[start])
+        while todo:
+            module = todo.pop()
+            if module not in seen:
+                seen.add(module)
+                todo += edges[module]
+        reach[start] = seen
+    circles: list[set[str]] = []
+    for module, reached in reach.items():
+        group = {other for other in reached if module in reach[other]}
+        if group and group not in circles:
+            circles.append(group)
+    return circles
+
+
+def test_the_redis_queue_has_no_import_circles() -> None:
+    circles = [
+        sorted(group)
+        for group in import_circles(import_graph())
+        if any(is_within(module, home) for module in group for home in CIRCLE_FREE)
+    ]
+    assert circles == []
+
+
+def test_import_circles_count_imports_in_functions_but_not_type_only_ones() -> None:
+    sources = {
+        "fasttask.redis.worker": "from .presence import Presence\nfrom .keys import x\n",
+        "fasttask.redis.presence": "from . import keys\ndef lease():\n    from .worker import LEASE_S\n",
+        "fasttask.redis.keys": "",
+        "fasttask.redis.views": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .broker import B\n",
+        "fasttask.redis.broker": "from .views import RedisViews\n",
+    }
+    known = set(sources)
+    graph = {module: imports_in(source, module, known=known) for module, source in sources.items()}
+    assert import_circles(graph) == [{"fasttask.redis.worker", "fasttask.redis.presence"}]
 
 
 def test_each_dependency_is_imported_by_its_home_only() -> None:

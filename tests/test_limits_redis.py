@@ -13,8 +13,8 @@ import redis
 from fastapi.testclient import TestClient
 
 from fasttask import FastTaskAPI
-from fasttask import redis_layout as layout
-from fasttask.redis_records import InvalidJobRecord, decode_job_data
+from fasttask.redis import keys as layout
+from fasttask.redis.codec import InvalidJobRecord, decode_job_data
 
 from .apps import make_app
 from .conftest import WorkerThread

@@ -21,12 +21,12 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from fasttask import FastTaskAPI, JobProgress
-from fasttask import redis_layout as layout
-from fasttask.brokers.redis import RedisBroker
 from fasttask.errors import JobNotFound, StorageUnavailable
 from fasttask.files import MediaFile
 from fasttask.loops import LoopHealth, run_forever
-from fasttask.redis_cleanup import clean_up_abandoned
+from fasttask.redis import keys as layout
+from fasttask.redis.broker import RedisBroker
+from fasttask.redis.cleanup import clean_up_abandoned
 from fasttask.settings import Settings
 from fasttask.storage import ObjectStore
 
@@ -325,7 +325,7 @@ def test_a_worker_keeps_rqs_job_counters(
 
 
 def test_the_job_guard_goes_on_when_interrupting_a_task_fails(caplog: pytest.LogCaptureFixture) -> None:
-    from fasttask.worker.guard import Guard, Watch
+    from fasttask.redis.guard import Guard, Watch
 
     replaced = threading.Event()
 

@@ -19,8 +19,8 @@ import redis
 from fastapi.testclient import TestClient
 
 from fasttask import FastTaskAPI, MediaFile, Settings
-from fasttask.brokers import redis as redis_broker
 from fasttask.errors import StorageUnavailable
+from fasttask.redis import codec as redis_broker
 from fasttask.storage import AccessKeys, ObjectStore
 
 from .apps import make_app

@@ -26,7 +26,7 @@ def create_broker(
 
         return LocalBroker(tasks, settings, app.run_setup_hooks, metrics)
     try:
-        from .redis import RedisBroker
+        from ..redis.broker import RedisBroker
     except ModuleNotFoundError as exc:
         raise ConfigError("FTAPI_QUEUE=redis needs `pip install fasttask[redis]`") from exc
     return RedisBroker(tasks, settings, metrics)

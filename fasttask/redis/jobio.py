@@ -15,11 +15,11 @@ from typing import Any
 import redis
 from redis.exceptions import RedisError
 
-from .. import redis_layout as layout
 from ..errors import ConfigError, PayloadTooLarge, size_text
 from ..files import MediaFile, iter_files
 from ..storage import ObjectStore
 from ..tasks import TaskDef
+from . import keys as layout
 
 logger = logging.getLogger("fasttask.worker")
 

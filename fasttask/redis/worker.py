@@ -2,17 +2,15 @@
 
 One job at a time, in the main thread, with the app imported once and its setup hooks run once, so a
 model loaded there stays warm for every job. Each step that changes a job in Redis is one Lua script
-(`fasttask.redis_scripts`); finishing a job and claiming the next share one round trip.
+(`fasttask.redis.scripts`); finishing a job and claiming the next share one round trip.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import signal
-import socket
 import sys
 import threading
 import time
@@ -27,9 +25,6 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.retry import Retry as RedisRetry
 
-from .. import redis_layout as layout
-from .. import redis_records as records
-from .. import redis_scripts as scripts
 from ..errors import ConfigError, JobCancelled
 from ..execution import error_info, run_async, run_sync
 from ..files import MediaFile, close_files
@@ -38,12 +33,14 @@ from ..logs import job_log, log_job, log_job_error
 from ..loops import LoopHealth
 from ..metrics import JobMetrics
 from ..progress import JobProgress
-from ..redis_records import encode_exception_text, encode_result, parse_rq_timestamp, rq_timestamp
 from ..storage import ObjectStore
 from ..tasks import TaskKind
+from . import codec, scripts
+from . import keys as layout
+from .codec import rq_timestamp
 from .guard import Guard, JobInterrupted, Watch, install_interrupt_signal, interrupter
 from .jobio import Claimed, JobIO
-from .presence import Presence
+from .presence import LEASE_S, JobTally, Presence, default_worker_name
 
 if TYPE_CHECKING:
     from ..app import FastTaskAPI
@@ -52,44 +49,8 @@ logger = logging.getLogger("fasttask.worker")
 
 T = TypeVar("T")
 
-LEASE_S = 20
-"""A running job's StartedJobRegistry entry is kept this far ahead by the heartbeat; if the worker dies,
-RQ's cleanup finds the entry expired within about this long and re-queues or fails the job."""
-
 IDLE_POLL_S = 1.0
 """An idle worker wakes on a queued-job notification, and at least this often in case one was missed."""
-
-
-class JobTally:
-    """RQ's worker counters (`rq info`, rq-dashboard and rq-exporter show them), kept here and written with
-    each heartbeat: no command per job, and a record Redis lost gets its totals back."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.successful = 0
-        self.failed = 0
-        self.working_s = 0.0
-
-    def add(self, succeeded: bool, ran_s: float) -> None:
-        with self._lock:
-            if succeeded:
-                self.successful += 1
-            else:
-                self.failed += 1
-            self.working_s += max(0.0, ran_s)
-
-    def rq_fields(self) -> dict[Any, str]:  # Any: redis-py types its keys as a union a str key is not
-        with self._lock:
-            return {
-                "successful_job_count": str(self.successful),
-                "failed_job_count": str(self.failed),
-                "total_working_time": repr(self.working_s),
-            }
-
-
-def default_worker_name() -> str:
-    """Host, pid and a random part: unique per process, and readable in `rq info`."""
-    return f"fasttask-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
 
 class Worker:
@@ -116,6 +77,7 @@ class Worker:
         if not self.tasks:
             raise ConfigError("the app has no task endpoints to work on")
         self.queues = {layout.queue_name(path): task for path, task in self.tasks.items()}
+        self._queue_paths = {queue: task.path for queue, task in self.queues.items()}
         self.name = name or default_worker_name()
         self.grace_s = app.settings.worker_grace_s if grace_s is None else grace_s
         self.redis = redis.Redis.from_url(
@@ -129,6 +91,7 @@ class Worker:
         self.io = JobIO(self.redis, self.store)
         self._claim_script = self.redis.register_script(scripts.CLAIM)
         self._finish_script = self.redis.register_script(scripts.FINISH)
+        self._finish_and_claim_script = self.redis.register_script(scripts.FINISH_AND_CLAIM)
         self._requeue_script = self.redis.register_script(scripts.REQUEUE)
         self._install_signals = install_signals
         self.metrics = metrics
@@ -194,9 +157,8 @@ class Worker:
         """A job was queued on one of our queues."""
         self._doorbell.set()
 
-    def current_job_id(self) -> str | None:
-        current = self._current
-        return current.job_id if current is not None else None
+    def current_job(self) -> Claimed | None:
+        return self._current
 
     def request_stop(self, job_id: str) -> None:
         """RQ's stop-job command (sent by a cancel) for the job in hand."""
@@ -212,7 +174,7 @@ class Worker:
         outcome: tuple[str, Any] | None
         try:
             if claimed.unreadable is not None:
-                raise records.InvalidJobRecord(claimed.unreadable)
+                raise codec.InvalidJobRecord(claimed.unreadable)
             result = self._execute(claimed, progress)
             outcome = ("finished", result)
         except (JobInterrupted, JobCancelled, asyncio.CancelledError):
@@ -279,52 +241,40 @@ class Worker:
         return [rq_timestamp(now), int(now.timestamp()) + LEASE_S, uuid.uuid4().hex, self.name, *self.queues]
 
     def _parse_claim(self, reply: Any) -> Claimed | None:
-        if not reply:
+        job = codec.decode_claim(reply, self.tasks, self._queue_paths)
+        if job is None:
             return None
-        queue, job_id, flat = reply[0].decode(), reply[1].decode(), reply[2]
-        fields = dict(zip(flat[0::2], flat[1::2], strict=True))
-        task = self.queues[queue]
-        try:  # a record this worker cannot read fails as a job, instead of stopping the worker
-            path, kwargs, unreadable = *records.decode_job_data(fields.get(b"data"), self.tasks), None
-        except records.InvalidJobRecord as exc:
-            logger.error("job %s: %s", job_id, exc)
-            path, kwargs, unreadable = task.path, {}, str(exc)
-        started = parse_rq_timestamp(fields.get(b"started_at"))
-        assert started is not None
-        timeout = fields.get(b"ft_timeout")
-        queued = parse_rq_timestamp(fields.get(b"enqueued_at") or fields.get(b"created_at"))
-        if self.metrics is not None and queued is not None:
-            self.metrics.started(path, (started - queued).total_seconds())
+        if job.unreadable is not None:  # a record this worker cannot read fails as a job, not the worker
+            logger.error("job %s: %s", job.job_id, job.unreadable)
+        task = self.tasks[job.path]
+        if self.metrics is not None and job.queued_at is not None:
+            self.metrics.started(job.path, (job.started_at - job.queued_at).total_seconds())
         if job_log.isEnabledFor(logging.INFO):
-            log_job(JobRecord(job_id, path, JobStatus.RUNNING), "started")
+            log_job(JobRecord(job.job_id, job.path, JobStatus.RUNNING), "started")
         return Claimed(
-            job_id=job_id,
-            queue=queue,
-            task=task if path == task.path else self.tasks[path],
-            params=kwargs,
-            unreadable=unreadable,
-            execution_id=fields[b"ft_execution"].decode(),
-            started_at=started,
-            result_ttl=int(fields.get(b"result_ttl") or task.result_ttl_s),
-            timeout_s=float(timeout) if timeout else None,
-            retries=int(fields.get(b"ft_retries") or 0),
-            failures=int(fields.get(b"ft_failures") or 0),
+            job_id=job.job_id,
+            queue=job.queue,
+            task=task,
+            params=job.params,
+            unreadable=job.unreadable,
+            execution_id=job.execution_id,
+            started_at=job.started_at,
+            result_ttl=job.result_ttl if job.result_ttl is not None else int(self.queues[job.queue].result_ttl_s),
+            timeout_s=job.timeout_s,
+            retries=job.retries,
+            failures=job.failures,
         )
 
     def _finish(self, claimed: Claimed, status: str, value: Any, claim_next: bool) -> Claimed | None:
         now = utcnow()
-        extra: dict[str, Any] = {}
         if status == "finished":
-            payload_field, payload, result_type = "return_value", encode_result(value), 1
+            ending = codec.finished(value)
             registry = layout.finished_registry_key(claimed.queue)
         else:
             error = value if isinstance(value, dict) else error_info(value, self.app.settings.debug)
-            extra[layout.F_ERROR] = json.dumps(error)
-            if status == "timeout":
-                extra[layout.F_OUTCOME] = "timeout"
-            text = error.get("traceback") or f"{error['type']}: {error['message']}"
-            payload_field, payload, result_type = "exc_string", encode_exception_text(text), 2
+            ending = codec.failed(error, timed_out=status == "timeout")
             registry = layout.failed_registry_key(claimed.queue)
+        extra: dict[str, Any] = dict(ending.fields)
         if claimed.pending_progress is not None or status == "finished":
             progress, message = claimed.pending_progress or claimed.last_progress
             extra[layout.F_PROGRESS] = repr(1.0 if status == "finished" else progress)
@@ -333,14 +283,14 @@ class Worker:
         flat = [part for pair in extra.items() for part in pair]
         args = [
             claimed.member,
-            "failed" if status == "timeout" else status,
+            ending.rq_status,
             rq_timestamp(now),
             claimed.result_ttl,
             now.timestamp() + claimed.result_ttl,  # to the microsecond: GET /jobs pages on it
             claimed.job_id,
-            result_type,
-            payload_field,
-            payload,
+            ending.result_type,
+            ending.payload_field,
+            ending.payload,
             self.name,
             claimed.execution_id,
             claimed.started_at.timestamp(),
@@ -359,10 +309,11 @@ class Worker:
             if self._finish_script(keys=keys, args=args):
                 self._count_end(claimed, status, now)
             return None
-        pipe = self.redis.pipeline(transaction=False)
-        self._finish_script(keys=keys, args=args, client=pipe)
-        self._claim_script(keys=self._claim_keys(), args=self._claim_args(), client=pipe)
-        ended, reply = pipe.execute()
+        # one script call, not a pipeline of two: no EVALSHA more, and no SCRIPT EXISTS that redis-py sends
+        # before a pipeline holding scripts
+        ended, reply = self._finish_and_claim_script(
+            keys=[*keys, *self._claim_keys()], args=[len(args), *args, *self._claim_args()]
+        )
         if ended:
             self._count_end(claimed, status, now)
         return self._parse_claim(reply)

@@ -5,24 +5,30 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
+import socket
 import threading
 import time
+import uuid
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
+import redis
 from redis.exceptions import RedisError
 from rq import Queue, worker_registration
 from rq import Worker as RQWorker
 from rq.serializers import JSONSerializer
 
-from .. import redis_layout as layout
-from ..jobs import JobRecord, JobStatus
+from ..jobs import JobRecord, JobStatus, utcnow
 from ..logs import job_log, log_job
-from ..loops import Backoff, run_round
-from ..redis_cleanup import CLEANUP_INTERVAL_S, clean_up_abandoned, sweep_storage
-
-if TYPE_CHECKING:
-    from .main import Worker
+from ..loops import Backoff, LoopHealth, run_round
+from ..metrics import JobMetrics
+from ..storage import ObjectStore
+from ..tasks import TaskDef
+from . import keys as layout
+from .cleanup import CLEANUP_INTERVAL_S, clean_up_abandoned, sweep_storage
+from .codec import rq_timestamp
+from .jobio import Claimed, JobIO
 
 logger = logging.getLogger("fasttask.worker")
 
@@ -32,6 +38,67 @@ LISTEN_TICK_S = 0.05
 HEARTBEAT_S = 5.0
 WORKER_TTL_S = 30
 """The worker's RQ record expires this long after its last heartbeat: how long a dead worker stays listed."""
+LEASE_S = 20
+"""A running job's StartedJobRegistry entry is kept this far ahead by the heartbeat; if the worker dies,
+RQ's cleanup finds the entry expired within about this long and re-queues or fails the job."""
+
+
+class JobTally:
+    """RQ's worker counters (`rq info`, rq-dashboard and rq-exporter show them), kept here and written with
+    each heartbeat: no command per job, and a record Redis lost gets its totals back."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.successful = 0
+        self.failed = 0
+        self.working_s = 0.0
+
+    def add(self, succeeded: bool, ran_s: float) -> None:
+        with self._lock:
+            if succeeded:
+                self.successful += 1
+            else:
+                self.failed += 1
+            self.working_s += max(0.0, ran_s)
+
+    def rq_fields(self) -> dict[Any, str]:  # Any: redis-py types its keys as a union a str key is not
+        with self._lock:
+            return {
+                "successful_job_count": str(self.successful),
+                "failed_job_count": str(self.failed),
+                "total_working_time": repr(self.working_s),
+            }
+
+
+def default_worker_name() -> str:
+    """Host, pid and a random part: unique per process, and readable in `rq info`."""
+    return f"fasttask-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+class WorkerState(Protocol):
+    """What presence reads of its worker, and the calls it makes on it: the worker module imports this one,
+    never the reverse."""
+
+    name: str
+    redis: redis.Redis
+    queues: dict[str, TaskDef]
+    store: ObjectStore | None
+    io: JobIO
+    tally: JobTally
+    metrics: JobMetrics | None
+    loops: LoopHealth
+    loop_label: str
+    waiting_for_work: threading.Event
+
+    def current_job(self) -> Claimed | None: ...
+
+    def pending_progress_job(self) -> Claimed | None: ...
+
+    def ring(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def request_stop(self, job_id: str) -> None: ...
 
 
 class Presence:
@@ -39,7 +106,7 @@ class Presence:
     and expired files, one listens for commands and new jobs. None of them ends before the worker does:
     a failed round is logged, shown in the worker's loop health, and tried again with backoff."""
 
-    def __init__(self, worker: Worker) -> None:
+    def __init__(self, worker: WorkerState) -> None:
         self.worker = worker
         self.loops = worker.loops
         label = worker.loop_label
@@ -122,7 +189,7 @@ class Presence:
                 next_beat = now + (HEARTBEAT_S if retry_in is None else retry_in)
                 if retry_in is not None:
                     self._registered = False  # Redis may have restarted without our record: check at the next beat
-            elif self.worker.current_job_id() != self._beat_job:
+            elif self._job_id(self.worker.current_job()) != self._beat_job:
                 # `current_job` and `state` follow the job in hand within a tick
                 retry_in = run_round(self.loops, self.heartbeat_loop, self._show_job, backoff)
                 if retry_in is not None:
@@ -148,8 +215,8 @@ class Presence:
 
     def _beat(self) -> None:
         worker = self.worker
-        current = worker._current
-        self._beat_job = current.job_id if current is not None else None
+        current = worker.current_job()
+        self._beat_job = self._job_id(current)
         key = layout.worker_key(worker.name)
         if not self._registered or not worker.redis.exists(key):
             self._announce()  # after a Redis restart, or when Redis was away longer than the TTL
@@ -162,7 +229,7 @@ class Presence:
             pipe.hdel(key, "current_job")
         pipe.expire(key, WORKER_TTL_S)
         if current is not None:
-            lease = int(time.time()) + _lease_s()
+            lease = int(time.time()) + LEASE_S
             pipe.zadd(layout.started_registry_key(current.queue), {current.member: lease}, xx=True)
             pipe.hset(layout.job_key(current.job_id), "last_heartbeat", _rq_now())
         pipe.execute()
@@ -170,8 +237,8 @@ class Presence:
     def _show_job(self) -> None:
         """Only the worker record's `state` and `current_job`: one or two commands, not a whole beat."""
         worker = self.worker
-        current = worker._current
-        self._beat_job = current.job_id if current is not None else None
+        current = worker.current_job()
+        self._beat_job = self._job_id(current)
         key = layout.worker_key(worker.name)
         if current is not None:
             worker.redis.hset(key, mapping={"state": "busy", "current_job": current.job_id})
@@ -186,6 +253,10 @@ class Presence:
         if outcome is True:
             self.worker.ring()
         return outcome
+
+    @staticmethod
+    def _job_id(claimed: Claimed | None) -> str | None:
+        return claimed.job_id if claimed is not None else None
 
     def _sweep(self) -> object:
         return sweep_storage(self.worker.redis, self.worker.store, self.worker.name)
@@ -238,7 +309,7 @@ class Presence:
 
     def _handle(self, message: dict[str, Any]) -> None:
         channel = message["channel"]
-        if isinstance(channel, bytes) and channel.startswith(b"fasttask:queued:"):
+        if isinstance(channel, bytes) and channel.startswith(_QUEUED_CHANNEL):
             self.worker.ring()
             return
         try:
@@ -255,14 +326,8 @@ class Presence:
             self.worker.stop()
 
 
+_QUEUED_CHANNEL = layout.QUEUED_CHANNEL_PREFIX.encode()
+
+
 def _rq_now() -> str:
-    from ..jobs import utcnow
-    from ..redis_records import rq_timestamp
-
     return rq_timestamp(utcnow())
-
-
-def _lease_s() -> int:
-    from .main import LEASE_S
-
-    return LEASE_S

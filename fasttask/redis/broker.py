@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import math
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Mapping
@@ -19,42 +18,27 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import OutOfMemoryError, ReadOnlyError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from rq.job import Job as RQJob
-from rq.job import JobStatus as RQStatus
-from rq.job import Retry
-from rq.serializers import JSONSerializer
 
-from .. import redis_layout as layout
-from .. import redis_scripts as scripts
-from ..errors import BackendUnavailable, JobAlreadyFinal, JobNotFound, PayloadTooLarge, QueueFull, size_text
+from ..brokers.base import Broker, JobEvent, JobPage, QueueInfo, ResultFile, WorkerInfo
+from ..errors import BackendUnavailable, JobAlreadyFinal, JobNotFound, QueueFull
 from ..files import close_files, iter_files
 from ..jobs import JobRecord, JobStatus, new_job_id, utcnow
 from ..logs import job_log, log_job
 from ..loops import Backoff, LoopHealth, run_forever, stop_tasks
 from ..metrics import JobMetrics
-from ..redis_cleanup import CLEANUP_INTERVAL_S, clean_up_abandoned, sweep_storage
-from ..redis_records import JOB_DATA_LIMIT_BYTES, RECORD_FIELDS, record_from_redis, rq_timestamp
 from ..series import MinuteStats
 from ..settings import Settings
 from ..storage import ObjectStore
 from ..tasks import TaskDef
-from .base import (
-    Broker,
-    JobEvent,
-    JobPage,
-    QueueInfo,
-    ResultFile,
-    WorkerInfo,
-)
-from .redis_views import RedisViews, as_bytes
+from . import keys as layout
+from . import scripts
+from .cleanup import CLEANUP_INTERVAL_S, clean_up_abandoned, sweep_storage
+from .codec import RECORD_FIELDS, job_record_fields, record_from_redis, rq_timestamp
+from .views import RedisViews, as_bytes
 
 logger = logging.getLogger("fasttask.redis")
 
 T = TypeVar("T")
-
-INLINE_PARAMS_LIMIT_BYTES = JOB_DATA_LIMIT_BYTES
-"""Largest job parameters (files included, as base64) carried inside Redis, uncompressed: what a worker
-will unpack, whatever zlib makes of it in Redis."""
 
 REDIS_CONNECTIONS = 64
 """Connections one API process opens to Redis at most; more concurrent requests wait their turn."""
@@ -131,7 +115,7 @@ class RedisBroker(Broker):
         try:
             if self._store is not None:
                 await self._upload_large_files(record.id, task, params)
-            fields = self._job_fields(task, queue, record, params)
+            fields = job_record_fields(task, queue, record, params, self._rq_connection)
         finally:
             close_files(params.values())  # their content is in the job record (or the bucket) now
         flat: list[Any] = []
@@ -240,46 +224,6 @@ class RedisBroker(Broker):
         return await self._views.history(minutes)
 
     # -- internals ---------------------------------------------------------------------------------
-    def _job_fields(self, task: TaskDef, queue: str, record: JobRecord, params: dict[str, Any]) -> dict[str, Any]:
-        inline = sum(media.size for value in params.values() for media in iter_files(value) if not media.object_key)
-        if inline * 4 // 3 > INLINE_PARAMS_LIMIT_BYTES:  # too large as base64 already: refused before encoding
-            raise self._too_large(inline * 4 // 3)
-        payload = task.dump_params(params)
-        rq_job = RQJob.create(
-            layout.TASK_FUNCTION,
-            args=[task.path],
-            kwargs=payload,
-            connection=self._rq_connection,
-            id=record.id,
-            result_ttl=math.ceil(task.result_ttl_s),
-            timeout=math.ceil(task.timeout_s) if task.timeout_s is not None else -1,
-            retry=Retry(max=max(1, task.retries)),  # a job whose worker dies runs again at least once
-            serializer=JSONSerializer,
-            origin=queue,
-            description=task.path,
-            status=RQStatus.QUEUED,
-        )
-        rq_job.created_at = record.created_at.replace(tzinfo=None)
-        rq_job.enqueued_at = rq_job.created_at
-        size = len(rq_job.data)  # the parameters as a worker unpacks them (RQ's JSON before zlib; kept for to_dict)
-        if size > INLINE_PARAMS_LIMIT_BYTES:
-            raise self._too_large(size)
-        fields = rq_job.to_dict()
-        fields["status"] = RQStatus.QUEUED.value
-        fields[layout.F_ENDPOINT] = task.path
-        if task.timeout_s is not None:
-            fields["ft_timeout"] = repr(task.timeout_s)
-        fields["ft_retries"] = task.retries
-        return fields
-
-    @staticmethod
-    def _too_large(size: int) -> PayloadTooLarge:
-        return PayloadTooLarge(
-            f"the job's parameters take {size_text(size)}; the Redis queue carries at most "
-            f"{size_text(INLINE_PARAMS_LIMIT_BYTES)} per job (uncompressed): configure object storage "
-            "(FTAPI_S3_BUCKET) for large files"
-        )
-
     async def _read(self, job_id: str) -> JobRecord | None:
         pipe = self._redis.pipeline(transaction=False)
         pipe.hmget(layout.job_key(job_id), RECORD_FIELDS)

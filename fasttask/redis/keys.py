@@ -1,4 +1,5 @@
-"""Where fasttask's jobs live in Redis: RQ's own keys, plus a few of ours. Every key name is made here.
+"""Where fasttask's jobs live in Redis: RQ's own keys, plus a few of ours. Every key name is made here
+(the Lua scripts of `scripts` get their prefixes from here too).
 
 fasttask jobs are RQ jobs (RQ's `rq:` prefix and record format, JSON serializer), so `rq info`,
 rq-dashboard and rq-exporter read a fasttask cluster unchanged. Our additions are extra `ft_*` fields in
@@ -32,6 +33,15 @@ F_EXECUTION = "ft_execution"
 """The running attempt's execution id: with the job id it names the job's StartedJobRegistry entry."""
 F_ATTEMPTS = "ft_attempts"
 F_MAX_ATTEMPTS = "ft_max_attempts"
+F_TIMEOUT = "ft_timeout"
+"""The task's timeout in seconds (absent: none)."""
+F_RETRIES = "ft_retries"
+"""How many times a failed attempt is re-queued."""
+F_FAILURES = "ft_failures"
+"""Failed attempts so far (the REQUEUE script counts them)."""
+
+OUTPUTS_PREFIX = "fasttask:outputs:"
+QUEUED_CHANNEL_PREFIX = "fasttask:queued:"
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.\-]")
 
@@ -93,7 +103,7 @@ def worker_command_channel(name: str) -> str:
 
 def outputs_key(job_id: str) -> str:
     """List of a generator job's outputs, as JSON, in order."""
-    return f"fasttask:outputs:{job_id}"
+    return OUTPUTS_PREFIX + job_id
 
 
 def file_key(job_id: str, index: int) -> str:
@@ -103,7 +113,7 @@ def file_key(job_id: str, index: int) -> str:
 
 def queued_channel(queue: str) -> str:
     """Pub/sub channel idle workers listen on: a job id is published when a job joins `queue`."""
-    return f"fasttask:queued:{queue}"
+    return QUEUED_CHANNEL_PREFIX + queue
 
 
 def cleanup_lock_key(queue: str) -> str:

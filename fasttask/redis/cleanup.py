@@ -22,9 +22,9 @@ from rq.job import Job
 from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
 
-from . import redis_layout as layout
-from .loops import SKIPPED
-from .storage import ObjectStore
+from ..loops import SKIPPED
+from ..storage import ObjectStore
+from . import keys as layout
 
 logger = logging.getLogger("fasttask.redis")
 

@@ -13,12 +13,12 @@ from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 
-from .. import redis_layout as layout
+from ..brokers.base import JobPage, QueueInfo, WorkerInfo, activity_us, decode_cursor, encode_cursor, unix_us
 from ..jobs import JobRecord, JobStatus
-from ..redis_records import RECORD_FIELDS, parse_rq_timestamp, record_from_redis
 from ..series import MINUTE_S, MinuteStats, percentile
 from ..tasks import TaskDef
-from .base import JobPage, QueueInfo, WorkerInfo, activity_us, decode_cursor, encode_cursor, unix_us
+from . import keys as layout
+from .codec import RECORD_FIELDS, parse_rq_timestamp, record_from_redis
 
 T = TypeVar("T")
 

@@ -1,0 +1,182 @@
+"""Lua scripts: each step of a job's life that must be atomic in Redis is one script, one round trip.
+
+They touch keys they build from RQ's layout (`rq:job:<id>`, `rq:wip:<queue>`, ...), which is fine on a
+single Redis (or a primary with replicas); Redis Cluster is not supported. The key prefixes and field names
+are written here as `${...}` placeholders, filled from `keys` when this module loads: the scripts that
+Redis runs are plain text with the same names, and every name still has one home.
+"""
+
+from __future__ import annotations
+
+from string import Template
+
+from . import keys
+
+_NAMES = {
+    "job": keys.job_key(""),
+    "wip": keys.started_registry_key(""),
+    "queue": keys.queue_key(""),
+    "canceled": keys.canceled_registry_key(""),
+    "command": keys.worker_command_channel(""),
+    "outputs": keys.OUTPUTS_PREFIX,
+    "events": keys.EVENTS_CHANNEL,
+    "execution": keys.F_EXECUTION,
+    "outcome": keys.F_OUTCOME,
+    "failures": keys.F_FAILURES,
+}
+
+
+def _lua(text: str) -> str:
+    return Template(text).substitute(_NAMES)
+
+
+SUBMIT = _lua("""
+-- KEYS: queue list, job hash. ARGV: limit, job id, queued channel, then the job's field/value pairs.
+-- The id goes in first and the queue's new length says whether it fitted: one command fewer than asking
+-- first. (A script runs alone, so nobody sees an id that is taken back.)
+local length = redis.call('RPUSH', KEYS[1], ARGV[2])
+if length > tonumber(ARGV[1]) then
+  redis.call('RPOP', KEYS[1])
+  return 0
+end
+redis.call('HSET', KEYS[2], unpack(ARGV, 4))
+-- Idle workers are woken only when the queue was empty. A worker is idle after a claim that found all
+-- its queues empty, so the first job pushed after that claim wakes it (or, if it was not listening yet,
+-- the claim it makes once it listens finds the job); jobs behind that one are taken by the claims that
+-- follow, as every worker claims its next job when it finishes one.
+if length == 1 then
+  redis.call('PUBLISH', ARGV[3], ARGV[2])
+end
+return 1
+""")
+
+_CLAIM = """
+-- keys: the worker's queue lists, in order. argv: now (RQ timestamp), lease deadline (unix s),
+-- execution id, worker name, then the queue names of keys.
+-- Takes the first job still queued, marks it started and registers its execution in RQ's
+-- StartedJobRegistry with a lease the worker's heartbeat keeps extending. Returns the queue, the job id
+-- and the job hash as a flat list (the fields the claim wrote come last, and win).
+local function claim(keys, argv)
+  for i, queue_key in ipairs(keys) do
+    while true do
+      local id = redis.call('LPOP', queue_key)
+      if not id then break end
+      local job_key = '${job}' .. id
+      local fields = redis.call('HGETALL', job_key)
+      local status = nil
+      for j = 1, #fields, 2 do
+        if fields[j] == 'status' then
+          status = fields[j + 1]
+          break
+        end
+      end
+      if status == 'queued' then
+        local started = {'status', 'started', 'started_at', argv[1], 'last_heartbeat', argv[1],
+          'worker_name', argv[4], '${execution}', argv[3]}
+        redis.call('HSET', job_key, unpack(started))
+        redis.call('PERSIST', job_key)
+        redis.call('ZADD', '${wip}' .. argv[4 + i], argv[2], id .. ':' .. argv[3])
+        for _, part in ipairs(started) do
+          fields[#fields + 1] = part
+        end
+        return {argv[4 + i], id, fields}
+      end
+      -- cancelled (or expired) while it waited: drop the id and look further
+    end
+  end
+  return false
+end
+"""
+
+_FINISH = """
+-- keys: job hash, started registry, results stream, finished/failed registry, outputs list.
+-- argv: registry member, status, ended_at, ttl, registry score, job id, result type, payload field
+-- ('' for none), payload, worker name, execution id, started (unix s), ended (unix s), has outputs
+-- ('1'/'0'), then extra job field/value pairs.
+-- Only the holder of the job's registry entry may end it: if a cancel, or RQ's cleanup of abandoned
+-- jobs, removed the entry, the result is dropped (returns 0).
+local function finish(keys, argv)
+  if redis.call('ZREM', keys[2], argv[1]) == 0 then
+    return 0
+  end
+  redis.call('HSET', keys[1], 'status', argv[2], 'ended_at', argv[3], 'last_heartbeat', argv[3], unpack(argv, 15))
+  local entry = {'type', argv[7], 'worker_name', argv[10], 'execution_id', argv[11],
+    'execution_started_at', argv[12], 'execution_ended_at', argv[13]}
+  if argv[8] ~= '' then
+    entry[#entry + 1] = argv[8]
+    entry[#entry + 1] = argv[9]
+  end
+  redis.call('XADD', keys[3], 'MAXLEN', '~', '10', '*', unpack(entry))
+  redis.call('EXPIRE', keys[3], argv[4])
+  redis.call('EXPIRE', keys[1], argv[4])
+  if argv[14] == '1' then
+    redis.call('EXPIRE', keys[5], argv[4])
+  end
+  redis.call('ZADD', keys[4], argv[5], argv[6])
+  redis.call('PUBLISH', '${events}', argv[6])
+  return 1
+end
+"""
+
+CLAIM = _lua(_CLAIM + "return claim(KEYS, ARGV)\n")
+
+FINISH = _lua(_FINISH + "return finish(KEYS, ARGV)\n")
+
+FINISH_AND_CLAIM = _lua(
+    _FINISH
+    + _CLAIM
+    + """
+-- A worker ends its job and takes the next in one call. KEYS: FINISH's 5, then CLAIM's.
+-- ARGV: the number of FINISH's arguments, FINISH's arguments, then CLAIM's. Returns {ended, claimed}.
+local count = tonumber(ARGV[1])
+local ended = finish({KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]}, {unpack(ARGV, 2, count + 1)})
+return {ended, claim({unpack(KEYS, 6)}, {unpack(ARGV, count + 2)})}
+"""
+)
+
+REQUEUE = _lua("""
+-- KEYS: job hash, started registry, queue list. ARGV: registry member, job id, queued channel, now,
+-- count as a failure ('1'/'0'). Puts a started job back in its queue (a retry, or a worker cut off).
+if redis.call('ZREM', KEYS[2], ARGV[1]) == 0 then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'status', 'queued', 'enqueued_at', ARGV[4], 'started_at', '', 'worker_name', '')
+if ARGV[5] == '1' then
+  redis.call('HINCRBY', KEYS[1], '${failures}', 1)
+end
+redis.call('DEL', '${outputs}' .. ARGV[2])
+redis.call('RPUSH', KEYS[3], ARGV[2])
+redis.call('PUBLISH', ARGV[3], ARGV[2])
+redis.call('PUBLISH', '${events}', ARGV[2])
+return 1
+""")
+
+CANCEL = _lua("""
+-- KEYS: job hash. ARGV: job id, now (RQ timestamp), now (unix s).
+-- A queued job leaves its queue; a running one loses its registry entry (so its result is dropped) and
+-- its worker gets RQ's stop-job command.
+local f = redis.call('HMGET', KEYS[1], 'status', 'origin', '${execution}', 'worker_name', 'result_ttl')
+local status = f[1]
+if not status then
+  return {'missing'}
+end
+if status ~= 'queued' and status ~= 'started' and status ~= 'scheduled' and status ~= 'deferred' then
+  return {'final', status}
+end
+local queue = f[2]
+if status == 'started' then
+  redis.call('ZREM', '${wip}' .. queue, ARGV[1] .. ':' .. (f[3] or ''))
+  if f[4] and f[4] ~= '' then
+    redis.call('PUBLISH', '${command}' .. f[4], cjson.encode({command = 'stop-job', job_id = ARGV[1]}))
+  end
+else
+  redis.call('LREM', '${queue}' .. queue, 1, ARGV[1])
+end
+redis.call('HSET', KEYS[1], 'status', 'canceled', 'ended_at', ARGV[2], '${outcome}', 'cancelled')
+redis.call('ZADD', '${canceled}' .. queue, ARGV[3], ARGV[1])
+local ttl = tonumber(f[5]) or 3600
+redis.call('EXPIRE', KEYS[1], ttl)
+redis.call('EXPIRE', '${outputs}' .. ARGV[1], ttl)
+redis.call('PUBLISH', '${events}', ARGV[1])
+return {'cancelled', status}
+""")
