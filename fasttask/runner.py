@@ -1,0 +1,378 @@
+"""The job runner: how a task call is run for the process that hosts it.
+
+A host (the embedded queue, the runpod handler; the Redis worker) hands the runner a `Call`: the task and the
+jobs the call runs, each a `CallJob` with its own id, parameters, stop flag, progress target, output sink
+and result-file store, and, once the call is over, its own `result` or `error`. The runner
+
+- calls the task: `def` functions and generators on a thread of the host's executor, `async def` functions
+  and async generators on the running event loop (`run_call`), or all in the calling thread
+  (`run_call_here`, for a host whose own thread is the job's);
+- hands each yield of a generator, made JSON-ready, to the job's output sink: with `run_call` always on the
+  event loop, in order, and before the call's end is seen, so a job's last outputs reach its stream;
+- turns the result into JSON (`results.to_json_value`), each file through the job's store callback;
+- stops: `Call.stop_job` sets a job's stop flag, so its `JobProgress.set_status` raises `JobCancelled`;
+  once every job of the call is stopped the call is interrupted (async code is cancelled; a thread stops at
+  its next progress report or yield). A call stopped before it started never calls the task.
+  `Call.arm_timeout` stops every job when the task's timeout passes;
+- captures what the call raised as the error of its jobs, logs each failure with its job id
+  (`logs.log_job_error`), and shapes it for the job record (`error_info`);
+- throttles progress reports (`ProgressThrottle`, one per job): at most one delivery per interval, the
+  latest report wins, a trailing report is delivered when the window ends (by the host's scheduler, or by
+  the host calling `flush`).
+
+The hosts keep only what differs: the embedded queue its slots, threads and event loop and the job
+records; the runpod handler the input, its result shape and runpod's progress calls; the Redis worker its
+main thread, signals and Redis.
+
+Several jobs as one call (batching): a `Call` with n jobs passes every parameter as a list with one entry
+per job, in the jobs' order, and a `JobProgress` whose reports reach every job's progress target. The task
+returns a list of n entries: entry i becomes job i's result, an `Exception` entry fails job i alone, and a
+return that is not a list of n entries fails every job of the call. With one job a call is exactly a plain
+task call. A batching host adds what is its own around that seam: it collects waiting jobs into a call
+(leaving out stopped ones), re-runs a raising call on fewer jobs to find the ones that make it raise, and
+records each job's outcome as it would a single job's. Generator tasks always run one job per call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import threading
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from .errors import JobCancelled
+from .logs import log_job_error
+from .progress import JobProgress, ProgressReporter
+from .results import FileStore, to_json_value
+from .tasks import TaskDef, TaskKind
+
+OutputSink = Callable[[Any], None]
+"""Receives each JSON-ready yield of a generator task as it happens."""
+
+Report = tuple[float, "str | None"]
+
+ASYNC_KINDS = (TaskKind.ASYNC, TaskKind.ASYNC_GENERATOR)
+GENERATOR_KINDS = (TaskKind.GENERATOR, TaskKind.ASYNC_GENERATOR)
+
+
+class Cancellable(Protocol):
+    def cancel(self) -> None: ...
+
+
+Schedule = Callable[[float, Callable[[], None]], Cancellable]
+"""Runs a callback after a delay in seconds (an event loop's `call_soon_threadsafe`, a `threading.Timer`)."""
+
+
+class ProgressThrottle:
+    """One job's progress reports on their way to where the host keeps them: the latest report wins.
+
+    With `inline` (the default) a report is delivered at once, in the reporting thread, when the last
+    delivery is at least `interval_s` old; otherwise it waits, and `schedule(delay_s, callback)` (when given)
+    delivers it when the window ends. A host without a scheduler delivers the waiting report itself with
+    `flush` (the Redis worker's heartbeat thread), or takes it with `take` to write it with the job's end.
+    Without `inline` every delivery goes through `schedule`, one scheduled at a time: a task that reports in
+    a tight loop costs its host one callback per turn of the host's event loop, not one per report.
+    `deliver` runs under the throttle's lock (deliveries never overlap or reorder) and must not raise.
+    """
+
+    def __init__(
+        self,
+        deliver: ProgressReporter,
+        interval_s: float = 0.0,
+        schedule: Schedule | None = None,
+        inline: bool = True,
+    ) -> None:
+        self._deliver = deliver
+        self.interval_s = interval_s
+        self._schedule = schedule
+        self._inline = inline
+        self._lock = threading.Lock()
+        self._pending: Report | None = None
+        self._delivered_at = -math.inf
+        self._scheduled: Cancellable | None = None
+        self._closed = False
+
+    @property
+    def pending(self) -> Report | None:
+        """The report not delivered yet, if any."""
+        return self._pending
+
+    def report(self, progress: float, message: str | None) -> None:
+        """A `JobProgress` reporter: deliver now, or keep it until the window ends."""
+        with self._lock:
+            if self._closed:
+                return
+            self._pending = (progress, message)
+            wait_s = 0.0
+            if self._inline:
+                wait_s = self._delivered_at + self.interval_s - time.monotonic()
+                if wait_s <= 0:
+                    self._send()
+                    return
+            if self._scheduled is None and self._schedule is not None:
+                self._scheduled = self._schedule(max(0.0, wait_s), self._on_schedule)
+
+    def flush(self) -> None:
+        """Deliver the waiting report now, if there is one."""
+        with self._lock:
+            if not self._closed and self._pending is not None:
+                self._send()
+
+    def take(self) -> Report | None:
+        """The waiting report, which the caller now delivers itself (with the job's end)."""
+        with self._lock:
+            pending, self._pending = self._pending, None
+            return pending
+
+    def close(self) -> None:
+        """The job ended: a report still waiting is dropped, later ones are ignored."""
+        with self._lock:
+            self._closed = True
+            self._pending = None
+            if self._scheduled is not None:
+                self._scheduled.cancel()
+                self._scheduled = None
+
+    def _on_schedule(self) -> None:
+        with self._lock:
+            self._scheduled = None
+            if not self._closed and self._pending is not None:
+                self._send()
+
+    def _send(self) -> None:
+        assert self._pending is not None
+        progress, message = self._pending
+        self._pending = None
+        self._delivered_at = time.monotonic()
+        self._deliver(progress, message)
+
+
+@dataclass(eq=False)
+class CallJob:
+    """One job of a call: what the runner needs of it, and its outcome once the call is over."""
+
+    job_id: str
+    params: dict[str, Any]
+    report: ProgressReporter | None
+    """Where the job's progress reports go (usually a `ProgressThrottle.report`)."""
+    on_output: OutputSink
+    store_file: FileStore
+    stop: threading.Event = field(default_factory=threading.Event)
+    result: Any = None
+    error: BaseException | None = None
+    """What failed this job: the call's exception, or its entry of a several-job call's result."""
+    retrying: bool = False
+    """The failure was logged as one the host runs again (`Call.may_retry` and the job was not stopped)."""
+
+    @property
+    def stopped(self) -> bool:
+        """Ended by a stop (cancel, timeout): its outcome is the host's, not the call's."""
+        return isinstance(self.error, JobCancelled)
+
+
+class Call:
+    """One call of a task, for one or more jobs (see the module's docstring for several)."""
+
+    def __init__(self, task: TaskDef, jobs: Sequence[CallJob], may_retry: bool = False) -> None:
+        if not jobs:
+            raise ValueError("a call runs at least one job")
+        if len(jobs) > 1 and task.kind in GENERATOR_KINDS:
+            raise ValueError(f"{task.path}: a generator task runs one job per call")
+        self.task = task
+        self.jobs = list(jobs)
+        self.may_retry = may_retry
+        self.timed_out = False
+        # what the task's own JobProgress checks: with one job that job's flag, else set once all are stopped
+        self.stop = jobs[0].stop if len(jobs) == 1 else threading.Event()
+        self._interrupt: Callable[[], None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+
+    def stop_job(self, job: CallJob) -> None:
+        """Stop one job; once all of the call's jobs are stopped, interrupt the call."""
+        job.stop.set()
+        if self.stop is not job.stop and all(other.stop.is_set() for other in self.jobs):
+            self.stop.set()
+        interrupt = self._interrupt
+        if self.stop.is_set() and interrupt is not None:
+            self._interrupt = None  # once: the call is being cancelled
+            interrupt()
+
+    def arm_timeout(self, loop: asyncio.AbstractEventLoop, on_timeout: Callable[[CallJob], None]) -> None:
+        """When the task's timeout passes: `timed_out`, then `on_timeout(job)` and a stop for each job."""
+        if self.task.timeout_s is not None:
+            self._timer = loop.call_later(self.task.timeout_s, self._time_out, on_timeout)
+
+    def disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def kwargs(self) -> dict[str, Any]:
+        """The task's keyword arguments: each parameter's value, or with several jobs the list of theirs."""
+        jobs = self.jobs
+        if len(jobs) == 1:
+            job = jobs[0]
+            return self.task.call_kwargs(job.params, JobProgress(job.job_id, job.report, self.stop))
+        reporters = [job.report for job in jobs if job.report is not None]
+
+        def report_all(progress: float, message: str | None) -> None:
+            for report in reporters:
+                report(progress, message)
+
+        params = {name: [job.params[name] for job in jobs] for name in jobs[0].params}
+        return self.task.call_kwargs(params, JobProgress(None, report_all, self.stop))
+
+    def settle(self, value: Any) -> None:
+        """Hand out what the task returned: the result, or with several jobs one entry to each job."""
+        jobs = self.jobs
+        if len(jobs) == 1:
+            jobs[0].result = to_json_value(value, jobs[0].store_file)
+            return
+        if not isinstance(value, list | tuple) or len(value) != len(jobs):
+            got = f"{len(value)} entries" if isinstance(value, list | tuple) else type(value).__name__
+            error = TypeError(f"{self.task.path} ran {len(jobs)} jobs in one call and returned {got}")
+            for job in jobs:
+                job.error = error
+            return
+        for job, entry in zip(jobs, value, strict=True):
+            if isinstance(entry, Exception):
+                job.error = entry
+                continue
+            try:
+                job.result = to_json_value(entry, job.store_file)
+            except Exception as exc:
+                job.error = exc
+
+    def _time_out(self, on_timeout: Callable[[CallJob], None]) -> None:
+        self._timer = None
+        self.timed_out = True
+        for job in self.jobs:
+            if not job.stop.is_set():
+                on_timeout(job)
+                self.stop_job(job)
+
+    def _begin(self) -> None:
+        for job in self.jobs:
+            job.result = job.error = None
+            job.retrying = False
+        if self.stop.is_set():  # stopped while it waited for a thread or the loop
+            raise JobCancelled(f"job {self.jobs[0].job_id} was stopped")
+
+    def _fail(self, exc: Exception) -> None:
+        for job in self.jobs:
+            job.error = exc
+
+    def _log_failures(self) -> None:
+        for job in self.jobs:
+            if job.error is not None and not job.stopped:
+                job.retrying = self.may_retry and not job.stop.is_set()
+                log_job_error(job.job_id, self.task.path, job.error, job.retrying)
+
+
+async def run_call(call: Call, executor: Executor | None) -> None:
+    """Run the call to its end, from the event loop: each job's `result` or `error` then holds its outcome.
+
+    Raises `asyncio.CancelledError` when async code was interrupted by its stop, or the host's own task was
+    cancelled. A thread that runs the call is not interrupted: this returns when it returns.
+    """
+    loop = asyncio.get_running_loop()
+    try:
+        call._begin()
+        if call.task.kind in ASYNC_KINDS:
+            current = asyncio.current_task()
+            assert current is not None
+            loop_thread = threading.get_ident()
+
+            def interrupt() -> None:
+                if threading.get_ident() == loop_thread:
+                    current.cancel()
+                else:
+                    loop.call_soon_threadsafe(current.cancel)
+
+            call._interrupt = interrupt
+            try:
+                await _call_async(call)
+            finally:
+                call._interrupt = None
+        else:
+
+            def emit(job: CallJob, value: Any) -> None:
+                # The loop runs these in order, and the call's end (the executor future's result, scheduled
+                # the same way once the task returns) only after them.
+                loop.call_soon_threadsafe(job.on_output, value)
+
+            await loop.run_in_executor(executor, _call_sync, call, emit)
+    except Exception as exc:
+        call._fail(exc)
+    call._log_failures()
+
+
+def run_call_here(call: Call, loop: asyncio.AbstractEventLoop | None = None) -> None:
+    """Run the call to its end in this thread (async kinds on `loop`, which this thread then runs); outputs
+    go to the sinks from this thread."""
+    try:
+        call._begin()
+        if call.task.kind in ASYNC_KINDS:
+            if loop is None:
+                raise ValueError(f"{call.task.path} is async: give the loop to run it on")
+            loop.run_until_complete(run_call(call, None))
+            return
+        _call_sync(call, _emit_here)
+    except Exception as exc:
+        call._fail(exc)
+    call._log_failures()
+
+
+def _emit_here(job: CallJob, value: Any) -> None:
+    job.on_output(value)
+
+
+def _call_sync(call: Call, emit: Callable[[CallJob, Any], None]) -> None:
+    if call.stop.is_set():  # stopped while it waited for a thread
+        raise JobCancelled(f"job {call.jobs[0].job_id} was stopped")
+    task = call.task
+    kwargs = call.kwargs()
+    if task.kind is TaskKind.GENERATOR:
+        job = call.jobs[0]
+        outputs = []
+        for item in task.fn(**kwargs):
+            if call.stop.is_set():
+                raise JobCancelled(f"job {job.job_id} was stopped")
+            value = to_json_value(item, job.store_file)
+            outputs.append(value)
+            emit(job, value)
+        job.result = outputs
+        return
+    call.settle(task.fn(**kwargs))
+
+
+async def _call_async(call: Call) -> None:
+    task = call.task
+    kwargs = call.kwargs()
+    if task.kind is TaskKind.ASYNC_GENERATOR:
+        job = call.jobs[0]
+        outputs = []
+        async for item in task.fn(**kwargs):
+            if call.stop.is_set():
+                raise JobCancelled(f"job {job.job_id} was stopped")
+            value = to_json_value(item, job.store_file)
+            outputs.append(value)
+            # On the loop already: hand it over at once. Scheduling it would let the call's end, which can
+            # come in the same tick as its last yield, overtake it and drop it.
+            job.on_output(value)
+        job.result = outputs
+        return
+    call.settle(await task.fn(**kwargs))
+
+
+def error_info(exc: BaseException, debug: bool) -> dict[str, str]:
+    """The job's `error` field: the exception's type and message, the traceback only when debugging."""
+    info = {"type": type(exc).__name__, "message": str(exc)}
+    if debug:
+        info["traceback"] = "".join(traceback.format_exception(exc))
+    return info
