@@ -315,13 +315,13 @@ async def run_call(call: Call, executor: Executor | None) -> None:
 def run_call_here(call: Call, loop: asyncio.AbstractEventLoop | None = None) -> None:
     """Run the call to its end in this thread (async kinds on `loop`, which this thread then runs); outputs
     go to the sinks from this thread."""
+    if call.task.kind in ASYNC_KINDS:
+        if loop is None:
+            raise ValueError(f"{call.task.path} is async: give the loop to run it on")
+        loop.run_until_complete(run_call(call, None))
+        return
     try:
         call._begin()
-        if call.task.kind in ASYNC_KINDS:
-            if loop is None:
-                raise ValueError(f"{call.task.path} is async: give the loop to run it on")
-            loop.run_until_complete(run_call(call, None))
-            return
         _call_sync(call, _emit_here)
     except Exception as exc:
         call._fail(exc)
