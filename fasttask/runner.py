@@ -80,6 +80,18 @@ class ProgressThrottle:
     `deliver` runs under the throttle's lock (deliveries never overlap or reorder) and must not raise.
     """
 
+    __slots__ = (
+        "_closed",
+        "_deliver",
+        "_delivered_at",
+        "_inline",
+        "_lock",
+        "_pending",
+        "_schedule",
+        "_scheduled",
+        "interval_s",
+    )
+
     def __init__(
         self,
         deliver: ProgressReporter,
@@ -152,7 +164,7 @@ class ProgressThrottle:
         self._deliver(progress, message)
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class CallJob:
     """One job of a call: what the runner needs of it, and its outcome once the call is over."""
 
@@ -177,6 +189,8 @@ class CallJob:
 
 class Call:
     """One call of a task, for one or more jobs (see the module's docstring for several)."""
+
+    __slots__ = ("_interrupt", "_timer", "jobs", "may_retry", "stop", "task", "timed_out")
 
     def __init__(self, task: TaskDef, jobs: Sequence[CallJob], may_retry: bool = False) -> None:
         if not jobs:

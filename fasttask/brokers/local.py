@@ -318,6 +318,7 @@ class LocalBroker(Broker):
             self._free_slots += 1
             (self._stopping_count if job.stopping else self._running_count)[task.path] -= 1
             self._running_ids.discard(job.record.id)
+            job.call = job.throttle = None  # they refer back to the job: let it go by reference counting
             self._dispatch()
 
     def _on_timeout(self, job: _LocalJob) -> None:
