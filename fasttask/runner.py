@@ -190,7 +190,7 @@ class CallJob:
 class Call:
     """One call of a task, for one or more jobs (see the module's docstring for several)."""
 
-    __slots__ = ("_interrupt", "_timer", "jobs", "may_retry", "stop", "task", "timed_out")
+    __slots__ = ("_running", "_timer", "jobs", "may_retry", "stop", "task", "timed_out")
 
     def __init__(self, task: TaskDef, jobs: Sequence[CallJob], may_retry: bool = False) -> None:
         if not jobs:
@@ -203,7 +203,7 @@ class Call:
         self.timed_out = False
         # what the task's own JobProgress checks: with one job that job's flag, else set once all are stopped
         self.stop = jobs[0].stop if len(jobs) == 1 else threading.Event()
-        self._interrupt: Callable[[], None] | None = None
+        self._running: asyncio.Task[Any] | None = None  # the task awaiting async code, to cancel it
         self._timer: asyncio.TimerHandle | None = None
 
     def stop_job(self, job: CallJob) -> None:
@@ -211,10 +211,18 @@ class Call:
         job.stop.set()
         if self.stop is not job.stop and all(other.stop.is_set() for other in self.jobs):
             self.stop.set()
-        interrupt = self._interrupt
-        if self.stop.is_set() and interrupt is not None:
-            self._interrupt = None  # once: the call is being cancelled
-            interrupt()
+        running = self._running
+        if self.stop.is_set() and running is not None:
+            self._running = None  # once: the call is being cancelled
+            loop = running.get_loop()
+            try:
+                here = asyncio.get_running_loop() is loop
+            except RuntimeError:
+                here = False
+            if here:
+                running.cancel()
+            else:
+                loop.call_soon_threadsafe(running.cancel)
 
     def arm_timeout(self, loop: asyncio.AbstractEventLoop, on_timeout: Callable[[CallJob], None]) -> None:
         """When the task's timeout passes: `timed_out`, then `on_timeout(job)` and a stop for each job."""
@@ -231,6 +239,8 @@ class Call:
         jobs = self.jobs
         if len(jobs) == 1:
             job = jobs[0]
+            if self.task.progress_param is None:
+                return dict(job.params)
             return self.task.call_kwargs(job.params, JobProgress(job.job_id, job.report, self.stop))
         reporters = [job.report for job in jobs if job.report is not None]
 
@@ -294,33 +304,17 @@ async def run_call(call: Call, executor: Executor | None) -> None:
     Raises `asyncio.CancelledError` when async code was interrupted by its stop, or the host's own task was
     cancelled. A thread that runs the call is not interrupted: this returns when it returns.
     """
-    loop = asyncio.get_running_loop()
     try:
         call._begin()
         if call.task.kind in ASYNC_KINDS:
-            current = asyncio.current_task()
-            assert current is not None
-            loop_thread = threading.get_ident()
-
-            def interrupt() -> None:
-                if threading.get_ident() == loop_thread:
-                    current.cancel()
-                else:
-                    loop.call_soon_threadsafe(current.cancel)
-
-            call._interrupt = interrupt
+            call._running = asyncio.current_task()
             try:
                 await _call_async(call)
             finally:
-                call._interrupt = None
+                call._running = None
         else:
-
-            def emit(job: CallJob, value: Any) -> None:
-                # The loop runs these in order, and the call's end (the executor future's result, scheduled
-                # the same way once the task returns) only after them.
-                loop.call_soon_threadsafe(job.on_output, value)
-
-            await loop.run_in_executor(executor, _call_sync, call, emit)
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(executor, _call_sync, call, loop)
     except Exception as exc:
         call._fail(exc)
     call._log_failures()
@@ -336,17 +330,14 @@ def run_call_here(call: Call, loop: asyncio.AbstractEventLoop | None = None) -> 
         return
     try:
         call._begin()
-        _call_sync(call, _emit_here)
+        _call_sync(call, None)
     except Exception as exc:
         call._fail(exc)
     call._log_failures()
 
 
-def _emit_here(job: CallJob, value: Any) -> None:
-    job.on_output(value)
-
-
-def _call_sync(call: Call, emit: Callable[[CallJob, Any], None]) -> None:
+def _call_sync(call: Call, loop: asyncio.AbstractEventLoop | None) -> None:
+    """Run a `def` task or a generator; outputs reach the sinks through `loop` when given, else here."""
     if call.stop.is_set():  # stopped while it waited for a thread
         raise JobCancelled(f"job {call.jobs[0].job_id} was stopped")
     task = call.task
@@ -359,7 +350,12 @@ def _call_sync(call: Call, emit: Callable[[CallJob, Any], None]) -> None:
                 raise JobCancelled(f"job {job.job_id} was stopped")
             value = to_json_value(item, job.store_file)
             outputs.append(value)
-            emit(job, value)
+            if loop is None:
+                job.on_output(value)
+            else:
+                # The loop runs these in order, and the call's end (the executor future's result,
+                # scheduled the same way once the task returns) only after them.
+                loop.call_soon_threadsafe(job.on_output, value)
         job.result = outputs
         return
     call.settle(task.fn(**kwargs))

@@ -402,3 +402,19 @@ def test_one_stopped_job_does_not_stop_a_call_for_two() -> None:
 def test_a_generator_task_runs_one_job_per_call() -> None:
     with pytest.raises(ValueError, match="one job per call"):
         two_jobs(TaskDef("/gen", counting), 1, 2)
+
+
+def test_a_stop_from_another_thread_cancels_async_code_on_its_loop() -> None:
+    async def forever() -> None:
+        await asyncio.sleep(60)
+
+    call, _ = one_job(TaskDef("/forever", forever))
+    stopper = threading.Timer(0.05, call.stop_job, [call.jobs[0]])
+    loop = asyncio.new_event_loop()
+    try:
+        stopper.start()
+        with pytest.raises(asyncio.CancelledError):
+            run_call_here(call, loop)
+    finally:
+        stopper.join()
+        loop.close()

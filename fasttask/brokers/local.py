@@ -253,9 +253,9 @@ class LocalBroker(Broker):
             self._metrics.stats(record.endpoint).started((record.started_at - record.created_at).total_seconds())
         if job_log.isEnabledFor(logging.INFO):
             log_job(record, "started")
-        job.call = self._call_for(job, loop)
-        job.call.arm_timeout(loop, lambda _: self._on_timeout(job))
-        job.runner = loop.create_task(self._run(job))
+        job.call = call = self._call_for(job, loop)
+        call.arm_timeout(loop, lambda _: self._on_timeout(job))
+        job.runner = loop.create_task(self._run(job, call))
         self._notify(job)
 
     def _dispatch(self) -> None:
@@ -282,20 +282,20 @@ class LocalBroker(Broker):
             return {"file_name": media.file_name, "content_type": media.content_type, "size": media.size, "url": url}
 
         # Reports come from the task's thread: coalesced, so a tight loop cannot flood the event loop.
-        job.throttle = ProgressThrottle(apply_progress, schedule=on_soon, inline=False)
+        if job.task.progress_param is not None:  # else the task has no JobProgress to report through
+            job.throttle = ProgressThrottle(apply_progress, schedule=on_soon, inline=False)
 
         def on_output(value: Any) -> None:  # on the loop, in order, before the call's end
             if job.record.status is JobStatus.RUNNING:
                 job.outputs.append(value)
                 self._notify(job)
 
-        call_job = CallJob(job.record.id, job.params, job.throttle.report, on_output, store_file, job.stop)
+        report = job.throttle.report if job.throttle is not None else None
+        call_job = CallJob(job.record.id, job.params, report, on_output, store_file, job.stop)
         return Call(job.task, [call_job])
 
-    async def _run(self, job: _LocalJob) -> None:
+    async def _run(self, job: _LocalJob, call: Call) -> None:
         task = job.task
-        call = job.call
-        assert call is not None
         attempts = 0
         try:
             while True:
