@@ -273,9 +273,6 @@ class LocalBroker(Broker):
                 job.record.progress, job.record.message = progress, message
                 self._notify(job)
 
-        def on_soon(_delay_s: float, callback: Callable[[], None]) -> asyncio.Handle:
-            return loop.call_soon_threadsafe(callback)
-
         def store_file(media: MediaFile) -> dict[str, Any]:
             job.files.append(media)
             url = f"/jobs/{job.record.id}/files/{len(job.files) - 1}"
@@ -283,7 +280,9 @@ class LocalBroker(Broker):
 
         # Reports come from the task's thread: coalesced, so a tight loop cannot flood the event loop.
         if job.task.progress_param is not None:  # else the task has no JobProgress to report through
-            job.throttle = ProgressThrottle(apply_progress, schedule=on_soon, inline=False)
+            job.throttle = ProgressThrottle(
+                apply_progress, schedule=lambda _, then: loop.call_soon_threadsafe(then), inline=False
+            )
 
         def on_output(value: Any) -> None:  # on the loop, in order, before the call's end
             if job.record.status is JobStatus.RUNNING:
