@@ -16,9 +16,9 @@ and result-file store, and, once the call is over, its own `result` or `error`. 
   `Call.arm_timeout` stops every job when the task's timeout passes;
 - captures what the call raised as the error of its jobs, logs each failure with its job id
   (`logs.log_job_error`), and shapes it for the job record (`error_info`);
-- throttles progress reports (`ProgressThrottle`, one per job): at most one delivery per interval, the
-  latest report wins, a trailing report is delivered when the window ends (by the host's scheduler, or by
-  the host calling `flush`).
+- passes each job's progress reports to its target, which the hosts make a `progress.ProgressThrottle`: at
+  most one delivery per interval, the latest report wins, a trailing report is delivered when the window
+  ends (by the host's scheduler, or by the host calling `flush`).
 
 The hosts keep only what differs: the embedded queue its slots, threads and event loop and the job
 records; the runpod handler the input, its result shape and runpod's progress calls; the Redis worker its
@@ -36,14 +36,12 @@ records each job's outcome as it would a single job's. Generator tasks always ru
 from __future__ import annotations
 
 import asyncio
-import math
 import threading
-import time
 import traceback
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from .errors import JobCancelled
 from .logs import log_job_error
@@ -54,114 +52,8 @@ from .tasks import TaskDef, TaskKind
 OutputSink = Callable[[Any], None]
 """Receives each JSON-ready yield of a generator task as it happens."""
 
-Report = tuple[float, "str | None"]
-
 ASYNC_KINDS = (TaskKind.ASYNC, TaskKind.ASYNC_GENERATOR)
 GENERATOR_KINDS = (TaskKind.GENERATOR, TaskKind.ASYNC_GENERATOR)
-
-
-class Cancellable(Protocol):
-    def cancel(self) -> None: ...
-
-
-Schedule = Callable[[float, Callable[[], None]], Cancellable]
-"""Runs a callback after a delay in seconds (an event loop's `call_soon_threadsafe`, a `threading.Timer`)."""
-
-
-class ProgressThrottle:
-    """One job's progress reports on their way to where the host keeps them: the latest report wins.
-
-    With `inline` (the default) a report is delivered at once, in the reporting thread, when the last
-    delivery is at least `interval_s` old; otherwise it waits, and `schedule(delay_s, callback)` (when given)
-    delivers it when the window ends. A host without a scheduler delivers the waiting report itself with
-    `flush` (the Redis worker's heartbeat thread), or takes it with `take` to write it with the job's end.
-    Without `inline` every delivery goes through `schedule`, one scheduled at a time: a task that reports in
-    a tight loop costs its host one callback per turn of the host's event loop, not one per report.
-    `deliver` runs under the throttle's lock (deliveries never overlap or reorder) and must not raise.
-    """
-
-    __slots__ = (
-        "_closed",
-        "_deliver",
-        "_delivered_at",
-        "_inline",
-        "_lock",
-        "_pending",
-        "_schedule",
-        "_scheduled",
-        "interval_s",
-    )
-
-    def __init__(
-        self,
-        deliver: ProgressReporter,
-        interval_s: float = 0.0,
-        schedule: Schedule | None = None,
-        inline: bool = True,
-    ) -> None:
-        self._deliver = deliver
-        self.interval_s = interval_s
-        self._schedule = schedule
-        self._inline = inline
-        self._lock = threading.Lock()
-        self._pending: Report | None = None
-        self._delivered_at = -math.inf
-        self._scheduled: Cancellable | None = None
-        self._closed = False
-
-    @property
-    def pending(self) -> Report | None:
-        """The report not delivered yet, if any."""
-        return self._pending
-
-    def report(self, progress: float, message: str | None) -> None:
-        """A `JobProgress` reporter: deliver now, or keep it until the window ends."""
-        with self._lock:
-            if self._closed:
-                return
-            self._pending = (progress, message)
-            wait_s = 0.0
-            if self._inline:
-                wait_s = self._delivered_at + self.interval_s - time.monotonic()
-                if wait_s <= 0:
-                    self._send()
-                    return
-            if self._scheduled is None and self._schedule is not None:
-                self._scheduled = self._schedule(max(0.0, wait_s), self._on_schedule)
-
-    def flush(self) -> None:
-        """Deliver the waiting report now, if there is one."""
-        with self._lock:
-            if not self._closed and self._pending is not None:
-                self._send()
-
-    def take(self) -> Report | None:
-        """The waiting report, which the caller now delivers itself (with the job's end)."""
-        with self._lock:
-            pending, self._pending = self._pending, None
-            return pending
-
-    def close(self) -> None:
-        """The job ended: a report still waiting is dropped, later ones are ignored."""
-        with self._lock:
-            self._closed = True
-            self._pending = None
-            if self._scheduled is not None:
-                self._scheduled.cancel()
-                self._scheduled = None
-
-    def _on_schedule(self) -> None:
-        with self._lock:
-            self._scheduled = None
-            if not self._closed and self._pending is not None:
-                self._send()
-
-    def _send(self) -> None:
-        assert self._pending is not None
-        progress, message = self._pending
-        self._pending = None
-        self._delivered_at = time.monotonic()
-        self._deliver(progress, message)
 
 
 @dataclass(eq=False, slots=True)

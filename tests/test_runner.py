@@ -15,7 +15,8 @@ import pytest
 
 from fasttask import JobProgress, MediaFile
 from fasttask.errors import JobCancelled
-from fasttask.runner import Call, CallJob, ProgressThrottle, error_info, run_call, run_call_here
+from fasttask.progress import ProgressThrottle
+from fasttask.runner import Call, CallJob, error_info, run_call, run_call_here
 from fasttask.tasks import TaskDef
 
 
@@ -418,3 +419,21 @@ def test_a_stop_from_another_thread_cancels_async_code_on_its_loop() -> None:
     finally:
         stopper.join()
         loop.close()
+
+
+def test_a_failed_delivery_keeps_the_report_for_the_next_try(caplog: pytest.LogCaptureFixture) -> None:
+    delivered: list[tuple[float, str | None]] = []
+    failures = [ConnectionError("store away")]
+
+    def deliver(progress: float, message: str | None) -> None:
+        if failures:
+            raise failures.pop()
+        delivered.append((progress, message))
+
+    throttle = ProgressThrottle(deliver, interval_s=0.0)
+    with caplog.at_level(logging.WARNING, logger="fasttask.progress"):
+        throttle.report(0.4, "x")  # the task's set_status does not see the failure
+    assert delivered == [] and throttle.pending == (0.4, "x") and throttle.last == (0.0, None)
+    assert "store away" in caplog.text
+    throttle.flush()
+    assert delivered == [(0.4, "x")] and throttle.pending is None and throttle.last == (0.4, "x")

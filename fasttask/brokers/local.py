@@ -21,7 +21,8 @@ from ..jobs import JobRecord, JobStatus, new_job_id, utcnow
 from ..logs import job_log, log_job
 from ..loops import LoopHealth
 from ..metrics import JobMetrics
-from ..runner import Call, CallJob, ProgressThrottle, error_info, run_call
+from ..progress import ProgressThrottle
+from ..runner import Call, CallJob, error_info, run_call
 from ..settings import Settings
 from ..tasks import TaskDef
 from .base import (
@@ -278,8 +279,7 @@ class LocalBroker(Broker):
             url = f"/jobs/{job.record.id}/files/{len(job.files) - 1}"
             return {"file_name": media.file_name, "content_type": media.content_type, "size": media.size, "url": url}
 
-        # Reports come from the task's thread: coalesced, so a tight loop cannot flood the event loop.
-        if job.task.progress_param is not None:  # else the task has no JobProgress to report through
+        if job.task.progress_param is not None:  # coalesced: a tight loop of reports cannot flood the loop
             job.throttle = ProgressThrottle(
                 apply_progress, schedule=lambda _, then: loop.call_soon_threadsafe(then), inline=False
             )

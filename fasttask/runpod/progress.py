@@ -8,7 +8,7 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from ..runner import ProgressThrottle
+from ..progress import ProgressThrottle
 from .sdk import runpod_sdk
 
 logger = logging.getLogger("fasttask.runpod")
