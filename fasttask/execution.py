@@ -1,14 +1,15 @@
-"""Running one task call in this process: the part every backend shares."""
+"""The Redis worker's way of calling a task, until it runs its calls through `fasttask.runner` as the
+embedded queue and the runpod handler do."""
 
 from __future__ import annotations
 
-import traceback
 from collections.abc import Callable
 from typing import Any
 
 from .errors import JobCancelled
 from .progress import JobProgress
 from .results import FileStore, to_json_value
+from .runner import error_info
 from .tasks import TaskDef, TaskKind
 
 OutputSink = Callable[[Any], None]
@@ -49,9 +50,4 @@ async def run_async(
     return to_json_value(await task.fn(**kwargs), store_file)
 
 
-def error_info(exc: BaseException, debug: bool) -> dict[str, str]:
-    """The job's `error` field: the exception's type and message, the traceback only when debugging."""
-    info = {"type": type(exc).__name__, "message": str(exc)}
-    if debug:
-        info["traceback"] = "".join(traceback.format_exception(exc))
-    return info
+__all__ = ["error_info", "run_async", "run_sync"]

@@ -15,16 +15,16 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import JobAlreadyFinal, JobCancelled, JobNotFound, QueueFull
-from ..execution import error_info, run_async, run_sync
+from ..errors import JobAlreadyFinal, JobNotFound, QueueFull
 from ..files import MediaFile, close_files
 from ..jobs import JobRecord, JobStatus, new_job_id, utcnow
-from ..logs import job_log, log_job, log_job_error
+from ..logs import job_log, log_job
 from ..loops import LoopHealth
 from ..metrics import JobMetrics
-from ..progress import JobProgress
+from ..progress import ProgressThrottle
+from ..runner import Call, CallJob, error_info, run_call
 from ..settings import Settings
-from ..tasks import TaskDef, TaskKind
+from ..tasks import TaskDef
 from .base import (
     Broker,
     JobEvent,
@@ -51,8 +51,8 @@ class _LocalJob:
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     done: asyncio.Event = field(default_factory=asyncio.Event)
     runner: asyncio.Task[None] | None = None
-    timer: asyncio.TimerHandle | None = None
-    pending_progress: tuple[float, str | None] | None = None
+    call: Call | None = None
+    throttle: ProgressThrottle | None = None
     stopping: bool = False
     """Cancelled or timed out while running, and its code has not returned yet."""
 
@@ -125,8 +125,8 @@ class LocalBroker(Broker):
         self._ready = False
         for job in list(self._jobs.values()):
             job.stop.set()
-            if job.timer is not None:
-                job.timer.cancel()
+            if job.call is not None:
+                job.call.disarm()
             if job.runner is not None:
                 job.runner.cancel()
         if self._executor is not None:
@@ -254,9 +254,9 @@ class LocalBroker(Broker):
             self._metrics.stats(record.endpoint).started((record.started_at - record.created_at).total_seconds())
         if job_log.isEnabledFor(logging.INFO):
             log_job(record, "started")
-        if job.task.timeout_s is not None:
-            job.timer = loop.call_later(job.task.timeout_s, self._on_timeout, job)
-        job.runner = loop.create_task(self._run(job))
+        job.call = call = self._call_for(job, loop)
+        call.arm_timeout(loop, lambda _: self._on_timeout(job))
+        job.runner = loop.create_task(self._run(job, call))
         self._notify(job)
 
     def _dispatch(self) -> None:
@@ -266,73 +266,59 @@ class LocalBroker(Broker):
                 self._waiting_count[job.task.path] -= 1
                 self._begin(job)
 
-    async def _run(self, job: _LocalJob) -> None:
-        task = job.task
-        attempts = 0
-        try:
-            while True:
-                attempts += 1
-                try:
-                    result = await self._execute(job)
-                except (JobCancelled, asyncio.CancelledError):
-                    return  # the job was already marked cancelled or timed out
-                except Exception as exc:
-                    retrying = attempts <= task.retries and not job.stop.is_set()
-                    log_job_error(job.record.id, task.path, exc, retrying)
-                    if retrying:
-                        continue
-                    self._finish(job, JobStatus.FAILED, None, error_info(exc, self._settings.debug))
-                    return
-                self._finish(job, JobStatus.FINISHED, result, None)
-                return
-        finally:
-            # The slot frees only when the code really stopped: a cancelled sync task keeps its thread.
-            self._free_slots += 1
-            (self._stopping_count if job.stopping else self._running_count)[task.path] -= 1
-            self._running_ids.discard(job.record.id)
-            self._dispatch()
+    def _call_for(self, job: _LocalJob, loop: asyncio.AbstractEventLoop) -> Call:
+        """The job's call: progress coalesced onto the loop, outputs and files kept with the job."""
 
-    async def _execute(self, job: _LocalJob) -> Any:
-        loop = self._running_loop()
-        progress = JobProgress(job.record.id, lambda p, m: self._report(job, p, m), job.stop)
+        def apply_progress(progress: float, message: str | None) -> None:
+            if job.record.status is JobStatus.RUNNING:
+                job.record.progress, job.record.message = progress, message
+                self._notify(job)
 
         def store_file(media: MediaFile) -> dict[str, Any]:
             job.files.append(media)
             url = f"/jobs/{job.record.id}/files/{len(job.files) - 1}"
             return {"file_name": media.file_name, "content_type": media.content_type, "size": media.size, "url": url}
 
-        if job.task.kind in (TaskKind.ASYNC, TaskKind.ASYNC_GENERATOR):
-            # On the loop already: add each output at once. Scheduling it would let the job's end, which
-            # can come in the same tick as its last yield, overtake it and drop it.
-            return await run_async(job.task, job.params, progress, store_file, lambda v: self._add_output(job, v))
+        if job.task.progress_param is not None:  # coalesced: a tight loop of reports cannot flood the loop
+            job.throttle = ProgressThrottle(
+                apply_progress, schedule=lambda _, then: loop.call_soon_threadsafe(then), inline=False
+            )
 
-        def on_output(value: Any) -> None:
-            # From the task's thread. The loop runs these in order, and the job's end (the executor
-            # future's result, scheduled the same way once the task returns) only after them.
-            loop.call_soon_threadsafe(self._add_output, job, value)
+        def on_output(value: Any) -> None:  # on the loop, in order, before the call's end
+            if job.record.status is JobStatus.RUNNING:
+                job.outputs.append(value)
+                self._notify(job)
 
-        return await loop.run_in_executor(
-            self._executor, run_sync, job.task, job.params, progress, store_file, on_output
-        )
+        report = job.throttle.report if job.throttle is not None else None
+        call_job = CallJob(job.record.id, job.params, report, on_output, store_file, job.stop)
+        return Call(job.task, [call_job])
 
-    def _report(self, job: _LocalJob, progress: float, message: str | None) -> None:
-        """Called from the task's thread: coalesce reports so a tight loop cannot flood the event loop."""
-        first = job.pending_progress is None
-        job.pending_progress = (progress, message)
-        if first:
-            self._running_loop().call_soon_threadsafe(self._apply_progress, job)
-
-    def _apply_progress(self, job: _LocalJob) -> None:
-        pending, job.pending_progress = job.pending_progress, None
-        if pending is None or job.record.status is not JobStatus.RUNNING:
-            return
-        job.record.progress, job.record.message = pending
-        self._notify(job)
-
-    def _add_output(self, job: _LocalJob, value: Any) -> None:
-        if job.record.status is JobStatus.RUNNING:
-            job.outputs.append(value)
-            self._notify(job)
+    async def _run(self, job: _LocalJob, call: Call) -> None:
+        task = job.task
+        attempts = 0
+        try:
+            while True:
+                attempts += 1
+                call.may_retry = attempts <= task.retries
+                try:
+                    await run_call(call, self._executor)
+                except asyncio.CancelledError:
+                    return  # the job was already marked cancelled or timed out
+                outcome = call.jobs[0]
+                if outcome.retrying:
+                    continue
+                if outcome.error is None:
+                    self._finish(job, JobStatus.FINISHED, outcome.result, None)
+                elif not outcome.stopped:  # a stopped one was marked cancelled or timed out already
+                    self._finish(job, JobStatus.FAILED, None, error_info(outcome.error, self._settings.debug))
+                return
+        finally:
+            # The slot frees only when the code really stopped: a cancelled sync task keeps its thread.
+            self._free_slots += 1
+            (self._stopping_count if job.stopping else self._running_count)[task.path] -= 1
+            self._running_ids.discard(job.record.id)
+            job.call = job.throttle = None  # they refer back to the job: let it go by reference counting
+            self._dispatch()
 
     def _on_timeout(self, job: _LocalJob) -> None:
         message = f"job ran longer than its timeout of {job.task.timeout_s:g} s"
@@ -345,14 +331,15 @@ class LocalBroker(Broker):
             self._running_count[job.task.path] -= 1
             self._stopping_count[job.task.path] += 1
         self._finish(job, status, None, error)
-        if job.runner is not None and job.task.kind in (TaskKind.ASYNC, TaskKind.ASYNC_GENERATOR):
-            job.runner.cancel()
+        if job.call is not None:
+            job.call.stop_job(job.call.jobs[0])  # async code is cancelled; a thread stops at its next report
 
     def _finish(self, job: _LocalJob, status: JobStatus, result: Any, error: dict[str, str] | None) -> None:
         record = job.record
         if record.status.is_final:
             return  # a late result of a cancelled or timed-out job is discarded
-        self._apply_progress(job)
+        if job.throttle is not None:
+            job.throttle.flush()
         record.status = status
         record.finished_at = utcnow()
         record.result = result
@@ -365,8 +352,8 @@ class LocalBroker(Broker):
             self._metrics.stats(record.endpoint).ended(status, ran_s)
         if job_log.isEnabledFor(logging.INFO):
             log_job(record, status.value, ran_s)
-        if job.timer is not None:
-            job.timer.cancel()
+        if job.call is not None:
+            job.call.disarm()
         close_files(job.params.values(), keep=job.files)
         job.params = {}
         job.done.set()

@@ -28,12 +28,11 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from ..errors import ConfigError, FastTaskError, JobCancelled
-from ..execution import run_async, run_sync
 from ..fetch import download
 from ..files import close_files, iter_files
-from ..logs import configure_worker_logging, log_job_error
-from ..progress import JobProgress
-from ..tasks import TaskDef, TaskKind, validation_errors
+from ..logs import configure_worker_logging
+from ..runner import GENERATOR_KINDS, Call, CallJob, run_call
+from ..tasks import TaskDef, validation_errors
 from .files import ResultFiles, result_store
 from .progress import ProgressSender
 from .sdk import runpod_sdk
@@ -136,72 +135,44 @@ class RunpodWorker:
         job_id = str(job.get("id", ""))
         await self.app.run_setup_hooks()  # done already when started by serve_runpod
         task, params = await self._prepare(job.get("input"))
-        stop = threading.Event()
         progress_sender = ProgressSender(job)
-        progress = JobProgress(job_id, progress_sender.report, stop)
         files = ResultFiles(self.store, job_id, task.result_ttl_s)
-        loop = asyncio.get_running_loop()
         outputs: deque[Any] = deque()
         wake = asyncio.Event()
 
-        def push(value: Any) -> None:
+        def push(value: Any) -> None:  # on the loop, in order, before the call's end
             outputs.append(value)
             wake.set()
 
-        loop_thread = threading.get_ident()
-
-        def on_output(value: Any) -> None:
-            if threading.get_ident() == loop_thread:  # an async generator: in order, before the task is done
-                push(value)
-            else:  # a thread: runs before the future is done, which also reaches the loop this way
-                loop.call_soon_threadsafe(push, value)
-
-        def run_in_thread() -> Any:
-            if stop.is_set():  # stopped while it waited for a thread
-                raise JobCancelled(f"job {job_id} was stopped")
-            return run_sync(task, params, progress, files.keep, on_output)
-
-        running: asyncio.Future[Any]
-        if task.kind in (TaskKind.SYNC, TaskKind.GENERATOR):
-            running = loop.run_in_executor(self._executor, run_in_thread)
-        else:
-            running = asyncio.ensure_future(run_async(task, params, progress, files.keep, on_output))
+        call = Call(task, [CallJob(job_id, params, progress_sender.report, push, files.keep)])
+        running = asyncio.ensure_future(run_call(call, self._executor))
         running.add_done_callback(lambda _: wake.set())
-        deadline = None if task.timeout_s is None else loop.time() + task.timeout_s
-        timed_out = False
+        # at the timeout async code is cancelled outright; threads stop at their next set_status or yield
+        call.arm_timeout(asyncio.get_running_loop(), lambda _: wake.set())
         try:
             while True:
                 wake.clear()
                 while outputs:
                     value = outputs.popleft()
-                    if not timed_out:
+                    if not call.timed_out:
                         await self._resolve(files)
                         yield "output", value
                 if running.done():
                     break
-                wait_s = None if deadline is None or timed_out else max(0.0, deadline - loop.time())
-                try:
-                    await asyncio.wait_for(wake.wait(), wait_s)
-                except asyncio.TimeoutError:
-                    # async code is cancelled outright; threads stop at their next set_status or yield
-                    timed_out = True
-                    stop.set()
-                    if isinstance(running, asyncio.Task):
-                        running.cancel()
-            if timed_out:
+                await wake.wait()
+            if call.timed_out:
                 raise HandlerError(f"task {task.path} timed out after {task.timeout_s:g} s")
-            error = running.exception()
-            if error is not None:
-                raise HandlerError(self._task_error(task, job_id, error))
-            result = running.result()
+            running.result()  # the handler's own cancellation, as it came
+            outcome = call.jobs[0]
+            if outcome.error is not None:
+                raise HandlerError(self._task_error(task, outcome.error))
             await self._resolve(files)
-            yield ("outputs" if task.kind in (TaskKind.GENERATOR, TaskKind.ASYNC_GENERATOR) else "result"), result
+            yield ("outputs" if task.kind in GENERATOR_KINDS else "result"), outcome.result
         finally:
+            call.disarm()
             progress_sender.close()
             if not running.done():  # runpod stopped the job (or its consumer went away)
-                stop.set()  # a thread stops at its next set_status or yield
-                if isinstance(running, asyncio.Task):
-                    running.cancel()
+                call.stop_job(call.jobs[0])  # async code is cancelled; a thread stops at its next report
 
             def cleanup(_: object = None) -> None:
                 close_files(params.values())
@@ -258,8 +229,8 @@ class RunpodWorker:
             raise HandlerError(f"unknown path {path!r}: this worker serves {served}")
         return task
 
-    def _task_error(self, task: TaskDef, job_id: str, error: BaseException) -> str:
-        log_job_error(job_id, task.path, error)
+    def _task_error(self, task: TaskDef, error: BaseException) -> str:
+        """The runpod error message of a failed call (the runner has logged it)."""
         message = f"task {task.path} raised {type(error).__name__}: {error}"
         if isinstance(error, JobCancelled):
             message = f"task {task.path} was stopped"

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import logging
-import math
 import os
 import threading
-import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
+from ..progress import ProgressThrottle
 from .sdk import runpod_sdk
 
 logger = logging.getLogger("fasttask.runpod")
@@ -37,44 +36,23 @@ class ProgressSender:
 
     def __init__(self, job: Mapping[str, Any]) -> None:
         self.job = job
-        self._lock = threading.Lock()
-        self._sent_at = -math.inf
-        self._pending: tuple[float, str | None] | None = None
-        self._timer: threading.Timer | None = None
-        self._closed = False
+        self._throttle = ProgressThrottle(self._send, PROGRESS_INTERVAL_S, _timer)
 
     def report(self, progress: float, message: str | None) -> None:
-        with self._lock:
-            if self._closed:
-                return
-            self._pending = (progress, message)
-            wait_s = self._sent_at + PROGRESS_INTERVAL_S - time.monotonic()
-            if wait_s <= 0:
-                self._send()
-            elif self._timer is None:
-                self._timer = threading.Timer(wait_s, self._flush)
-                self._timer.daemon = True
-                self._timer.start()
+        self._throttle.report(progress, message)
 
-    def _flush(self) -> None:
-        with self._lock:
-            self._timer = None
-            if not self._closed and self._pending is not None:
-                self._send()
+    def close(self) -> None:
+        self._throttle.close()
 
-    def _send(self) -> None:
-        assert self._pending is not None
-        progress, message = self._pending
-        self._pending = None
-        self._sent_at = time.monotonic()
+    def _send(self, progress: float, message: str | None) -> None:
         try:
             progress_update(self.job, {"progress": progress, "message": message})
         except Exception as exc:  # progress is best effort: never fail the task for it
             logger.warning("job %s: progress update failed: %s", self.job.get("id"), exc)
 
-    def close(self) -> None:
-        with self._lock:
-            self._closed = True
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
+
+def _timer(delay_s: float, callback: Callable[[], None]) -> threading.Timer:
+    timer = threading.Timer(delay_s, callback)
+    timer.daemon = True
+    timer.start()
+    return timer
