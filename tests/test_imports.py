@@ -289,3 +289,9 @@ def later():
     assert {item.target for item in in_package} == {"fasttask.runpod.sdk", "fasttask", "fasttask.storage"}
     only_modules = imports_in("from . import sibling", "fasttask.runpod.handler", known=known)
     assert [item.target for item in only_modules] == ["fasttask.runpod.sibling"], "not the package itself"
+
+
+def test_the_whole_package_has_no_import_circle() -> None:
+    """Every module of fasttask, not only the Redis queue and the HTTP layer (the finder itself is tested above
+    on a graph with a circle through an import in a function)."""
+    assert [sorted(group) for group in import_circles(import_graph())] == []
