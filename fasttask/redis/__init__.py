@@ -9,6 +9,6 @@ Everything that knows Redis or RQ lives in this package, and no other code impor
 - `cleanup`: RQ's cleanup of abandoned jobs and the storage sweep, run by every live process;
 - `worker`, `jobio`, `guard`, `presence`, `process`: the worker process.
 
-This `__init__` imports nothing: a module of the package loads only what it needs (`keys` needs neither
-library). Inside the package, `import redis` still means the redis-py library: imports are absolute.
+This `__init__` imports nothing, so `fasttask.redis.keys` and `fasttask.redis.codec` stay cheap to load.
+Inside the package, `import redis` still means the redis-py library: imports are absolute.
 """

@@ -34,19 +34,12 @@ SUBMIT = _lua("""
 -- KEYS: queue list, job hash. ARGV: limit, job id, queued channel, then the job's field/value pairs.
 -- The id goes in first and the queue's new length says whether it fitted: one command fewer than asking
 -- first. (A script runs alone, so nobody sees an id that is taken back.)
-local length = redis.call('RPUSH', KEYS[1], ARGV[2])
-if length > tonumber(ARGV[1]) then
+if redis.call('RPUSH', KEYS[1], ARGV[2]) > tonumber(ARGV[1]) then
   redis.call('RPOP', KEYS[1])
   return 0
 end
 redis.call('HSET', KEYS[2], unpack(ARGV, 4))
--- Idle workers are woken only when the queue was empty. A worker is idle after a claim that found all
--- its queues empty, so the first job pushed after that claim wakes it (or, if it was not listening yet,
--- the claim it makes once it listens finds the job); jobs behind that one are taken by the claims that
--- follow, as every worker claims its next job when it finishes one.
-if length == 1 then
-  redis.call('PUBLISH', ARGV[3], ARGV[2])
-end
+redis.call('PUBLISH', ARGV[3], ARGV[2])
 return 1
 """)
 

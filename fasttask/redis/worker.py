@@ -77,7 +77,6 @@ class Worker:
         if not self.tasks:
             raise ConfigError("the app has no task endpoints to work on")
         self.queues = {layout.queue_name(path): task for path, task in self.tasks.items()}
-        self._queue_paths = {queue: task.path for queue, task in self.queues.items()}
         self.name = name or default_worker_name()
         self.grace_s = app.settings.worker_grace_s if grace_s is None else grace_s
         self.redis = redis.Redis.from_url(
@@ -241,7 +240,8 @@ class Worker:
         return [rq_timestamp(now), int(now.timestamp()) + LEASE_S, uuid.uuid4().hex, self.name, *self.queues]
 
     def _parse_claim(self, reply: Any) -> Claimed | None:
-        job = codec.decode_claim(reply, self.tasks, self._queue_paths)
+        paths = {queue: task.path for queue, task in self.queues.items()}
+        job = codec.decode_claim(reply, self.tasks, paths)
         if job is None:
             return None
         if job.unreadable is not None:  # a record this worker cannot read fails as a job, not the worker

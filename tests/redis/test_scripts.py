@@ -117,23 +117,8 @@ def test_submit_writes_the_job_and_refuses_past_the_queue_limit(connection: redi
         b"result_ttl": b"60",
     }
     assert not connection.exists(keys.job_key("c")), "a refused job leaves nothing behind"
+    assert published(pubsub) == [(keys.queued_channel(QUEUE), b"a"), (keys.queued_channel(QUEUE), b"b")]
     assert submit(connection, "c", 3) == 1, "the limit is the one given with each submit"
-    assert published(pubsub) == [(keys.queued_channel(QUEUE), b"a")], "idle workers are woken by the first job only"
-
-
-def test_submit_wakes_idle_workers_when_the_queue_was_empty(connection: redis.Redis) -> None:
-    submit(connection, "a", 10)
-    pubsub = subscribed(connection, keys.queued_channel(QUEUE))
-    submit(connection, "b", 10)
-    claim(connection, [QUEUE])
-    submit(connection, "c", 10)
-    assert published(pubsub) == [], "jobs were waiting: a worker's next claim takes these"
-    pubsub = subscribed(connection, keys.queued_channel(QUEUE))
-    claim(connection, [QUEUE])
-    claim(connection, [QUEUE])
-    assert claim(connection, [QUEUE]) is None, "an idle worker's last claim found the queue empty"
-    submit(connection, "d", 10)
-    assert published(pubsub) == [(keys.queued_channel(QUEUE), b"d")]
 
 
 def test_claim_takes_the_first_queued_job_and_registers_its_execution(connection: redis.Redis) -> None:
