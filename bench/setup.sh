@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what bench/core.py and bench/distributed.py need besides the project's own venv
-# (/work/main/.venv or whatever ../.venv is): the peer, fast-task-api 1.2.9, in bench/.venv-peer,
+# (the repository's .venv): the peer, fast-task-api 1.2.9, in bench/.venv-peer,
 # Celery in bench/.venv-celery, wrk and redis-server.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
