@@ -19,6 +19,8 @@ from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from .errors import BackendUnavailable
+
 logger = logging.getLogger("fasttask.loops")
 
 MAX_BACKOFF_S = 30.0
@@ -100,10 +102,6 @@ class LoopHealth:
         with self._lock:
             return {name: state.to_json() for name, state in sorted(self._loops.items())}
 
-    def all_ok(self) -> bool:
-        with self._lock:
-            return all(state.ok for state in self._loops.values())
-
     def collect(self) -> Iterator[Metric]:
         up = GaugeMetricFamily("fasttask_loop_up", "1 while the background loop's last round worked", labels=["loop"])
         failures = CounterMetricFamily("fasttask_loop_failures", "Failed rounds of a background loop", labels=["loop"])
@@ -117,8 +115,6 @@ class LoopHealth:
 
 def _unreachable(exc: BaseException) -> bool:
     """Something this process talks to is away (Redis, storage): the message says all there is to say."""
-    from .errors import BackendUnavailable
-
     names = {cls.__name__ for cls in type(exc).__mro__}
     return isinstance(exc, (BackendUnavailable, OSError)) or bool(names & {"ConnectionError", "TimeoutError"})
 

@@ -32,7 +32,7 @@ def test_error_answers_are_the_error_classes_fasttask_exports(live_server: Start
         with pytest.raises(fasttask.JobNotFound) as not_found:
             client.job("0" * 32).status()
         assert_is(not_found.value, fasttask.JobNotFound, 404)
-        assert not_found.value.job_id == "0" * 32  # type: ignore[attr-defined]
+        assert not_found.value.job_id == "0" * 32
         with pytest.raises(fasttask.InvalidInput) as invalid:
             client.submit("/make_fries", fries_name="x", amount="many")
         assert_is(invalid.value, fasttask.InvalidInput, 422)

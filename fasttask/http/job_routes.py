@@ -19,7 +19,7 @@ from ..metrics import Metrics
 from ..ranges import byte_range
 from ..tasks import TaskDef
 from .hotpath import parse_wait
-from .openapi_schemas import errors, json_body, ref
+from .openapi_schemas import errors, json_body, optional_header, ref
 from .params import InputLimits, read_params, read_request_data
 from .responses import json_response
 from .routes import Handler, Route
@@ -180,13 +180,9 @@ def job_routes(broker: Broker, limits: InputLimits) -> list[Route]:
                 **errors("404", "503"),
             },
             parameters=(
-                {
-                    "name": "Last-Event-ID",
-                    "in": "header",
-                    "required": False,
-                    "schema": {"type": "string"},
-                    "description": "resume: the id of the last event received; outputs up to it are not sent again",
-                },
+                optional_header(
+                    "Last-Event-ID", "resume: the id of the last event received; outputs up to it are not sent again"
+                ),
             ),
         ),
         Route(
@@ -207,15 +203,7 @@ def job_routes(broker: Broker, limits: InputLimits) -> list[Route]:
                 },
                 **errors("404", "503"),
             },
-            parameters=(
-                {
-                    "name": "Range",
-                    "in": "header",
-                    "required": False,
-                    "schema": {"type": "string"},
-                    "description": "bytes=a-b",
-                },
-            ),
+            parameters=(optional_header("Range", "bytes=a-b"),),
         ),
         *(
             Route(

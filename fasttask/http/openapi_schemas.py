@@ -196,6 +196,11 @@ def errors(*codes: str) -> dict[str, Any]:
     return {code: {"$ref": f"#/components/responses/{CODES[code]}"} for code in codes}
 
 
+def optional_header(name: str, description: str) -> dict[str, Any]:
+    """A request header a route reads when it is there."""
+    return {"name": name, "in": "header", "required": False, "schema": {"type": "string"}, "description": description}
+
+
 def json_body(description: str, schema: dict[str, Any]) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 

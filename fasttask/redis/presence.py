@@ -159,10 +159,10 @@ class Presence:
         connection = self.worker.redis
         key = layout.worker_key(self.worker.name)
         kind = connection.type(key)
-        if kind not in (b"hash", "hash", b"none", "none"):  # not a worker record: made again
+        if kind not in (b"hash", b"none"):  # not a worker record: made again
             logger.error("the record %s of this worker was a %r, not a hash; made it again", key, kind)
             connection.delete(key)
-        elif kind in (b"hash", "hash") and not connection.hexists(key, "death"):
+        elif kind == b"hash" and not connection.hexists(key, "death"):
             # Our own record (names are unique per process), kept across a Redis restart by its AOF: RQ's
             # register_birth would refuse it as "an active worker named ... already". Keep it, with its
             # job counters, and join the worker sets again.
