@@ -14,8 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from fasttask import FastTaskAPI
-
-from .apps import Probe, make_app
+from tests.support.apps import Probe, make_app
 
 ClientFor = Callable[[FastTaskAPI], TestClient]
 Serve = Callable[..., TestClient]

@@ -1,7 +1,7 @@
 """Observability in one process: /metrics (parsed with prometheus_client's parser), GET /jobs, JSON logs.
 
 The counter and listing tests run on both queues (the Redis one with a worker in a thread, which counts its
-jobs in the worker's own metrics: see tests/test_observability_cluster.py for the sum across processes)."""
+jobs in the worker's own metrics: see tests/redis/test_observability_cluster.py for the sum across processes)."""
 
 from __future__ import annotations
 
@@ -20,11 +20,10 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from fasttask import FastTaskAPI
+from tests.support import ROOT
+from tests.support.observability_app import build
+from tests.support.servers import free_port
 
-from .conftest import free_port
-from .observability_app import build
-
-ROOT = Path(__file__).resolve().parent.parent
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
@@ -258,7 +257,7 @@ def json_logged_server(tmp_path: Path) -> Iterator[tuple[str, Path, dict[str, st
     env.pop("FTAPI_REDIS_URL", None)
     with log.open("wb") as out, open(tmp_path / "serve.err", "wb") as err:
         process = subprocess.Popen(
-            [sys.executable, "-m", "fasttask", "serve", "tests.observability_app:app", "--port", str(port)],
+            [sys.executable, "-m", "fasttask", "serve", "tests.support.observability_app:app", "--port", str(port)],
             env=env,
             cwd=ROOT,
             stdout=out,

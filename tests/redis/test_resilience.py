@@ -29,10 +29,9 @@ from fasttask.redis.broker import RedisBroker
 from fasttask.redis.cleanup import clean_up_abandoned
 from fasttask.settings import Settings
 from fasttask.storage import ObjectStore
-
-from .conftest import WorkerThread, free_port
-from .servers import S3_CREDENTIALS
-from .test_cluster import Cluster, final, submit, wait_until
+from tests.redis.test_cluster import Cluster, final, submit, wait_until
+from tests.support.servers import S3_CREDENTIALS, free_port
+from tests.support.worker import WorkerThread
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -375,7 +374,7 @@ def test_an_api_process_that_cannot_bind_its_port_exits(redis_url: str, tmp_path
         port = taken.getsockname()[1]
         env = {**os.environ, "FTAPI_REDIS_URL": redis_url, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
         process = subprocess.Popen(
-            [sys.executable, "-m", "fasttask", "serve", "tests.cluster_app:app", "--port", str(port)],
+            [sys.executable, "-m", "fasttask", "serve", "tests.support.cluster_app:app", "--port", str(port)],
             env=env,
             cwd=tmp_path,
             stdout=subprocess.DEVNULL,

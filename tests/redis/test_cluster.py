@@ -18,11 +18,11 @@ import httpx
 import pytest
 import redis
 
-from .conftest import free_port
-from .redis_server import RedisServer
+from tests.support import ROOT
+from tests.support.redis_server import RedisServer
+from tests.support.servers import free_port
 
-ROOT = Path(__file__).resolve().parent.parent
-APP = "tests.cluster_app:app"
+APP = "tests.support.cluster_app:app"
 
 # these tests start processes and wait out leases (a killed worker's job takes up to ~30 s to come back)
 pytestmark = pytest.mark.timeout(180)
@@ -420,7 +420,7 @@ def test_cluster_script_runs_under_a_python3_without_fasttask_and_shows_why_a_pr
 def test_cluster_script_prints_the_log_of_a_process_that_dies_at_start(tmp_path: Path) -> None:
     api_port, redis_port = other_free_ports(2, taken=set())
     script = cluster_script(
-        tmp_path, "--app", "tests.cluster_app:nosuch", "--apis", "1", "--workers", "0",
+        tmp_path, "--app", "tests.support.cluster_app:nosuch", "--apis", "1", "--workers", "0",
         *("--port", str(api_port), "--redis-port", str(redis_port)),
     )  # fmt: skip
     _, errors = script.communicate(timeout=90)

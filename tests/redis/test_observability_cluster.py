@@ -11,12 +11,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from . import test_cluster
-from .conftest import free_port
-from .test_cluster import Cluster, final, running, submit, wait_until
-from .test_observability import Samples, scrape, value
+from tests.redis import test_cluster
+from tests.redis.test_cluster import Cluster, final, running, submit, wait_until
+from tests.support.servers import free_port
+from tests.test_observability import Samples, scrape, value
 
-APP = "tests.observability_app:app"
+APP = "tests.support.observability_app:app"
 
 
 @pytest.fixture

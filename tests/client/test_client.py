@@ -27,9 +27,8 @@ from fasttask.client import (
     ResultTimeout,
 )
 from fasttask.client._core import ClientSettings, download_request
-
-from .apps import Probe, make_app
-from .conftest import LiveServer, free_port
+from tests.support.apps import Probe, make_app
+from tests.support.servers import LiveServer, free_port
 
 StartServer = Callable[[FastTaskAPI], LiveServer]
 WithWorkers = Callable[[FastTaskAPI], FastTaskAPI]
@@ -42,7 +41,7 @@ class Point(BaseModel):
 
 
 def client_app(probe: Probe, **settings: Any) -> FastTaskAPI:
-    """Tasks for what tests/apps.py does not have: a tiny queue, form-encoded models, nested file results."""
+    """Tasks for what tests/support/apps.py does not have: a tiny queue, form-encoded models, nested file results."""
     app = FastTaskAPI(title="client tests", **{"queue": "local", **settings})
     lock = threading.Lock()
     running: list[int] = [0]

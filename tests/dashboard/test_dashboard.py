@@ -12,9 +12,8 @@ import httpx
 import pytest
 
 from fasttask import FastTaskAPI
-
-from .conftest import LiveServer
-from .observability_app import build
+from tests.support.observability_app import build
+from tests.support.servers import LiveServer
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
