@@ -11,6 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from fasttask import FastTaskAPI
+from tests.support.browser import CHROMEDRIVER, CHROMIUM, FLAGS
 from tests.support.redis_server import RedisServer
 from tests.support.servers import S3_CREDENTIALS, FileServer, LiveServer, free_port, start_s3_server
 from tests.support.worker import WorkerThread
@@ -127,3 +128,21 @@ def bucket(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
     name = f"test-{os.urandom(4).hex()}"
     boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket=name)
     return name
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    """A headless Chromium driven by selenium (tests that take it skip when Chromium is not installed)."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in FLAGS:
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    driver.set_page_load_timeout(20)
+    try:
+        yield driver
+    finally:
+        driver.quit()

@@ -17,28 +17,12 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from prometheus_client.parser import text_string_to_metric_families
 
 from fasttask import FastTaskAPI
 from tests.support import ROOT
+from tests.support.metrics import Samples, scrape, value
 from tests.support.observability_app import build
 from tests.support.servers import free_port
-
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-
-
-def scrape(text: str) -> Samples:
-    """Every fasttask sample of a /metrics answer, keyed by (name, sorted labels)."""
-    samples: Samples = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name.startswith("fasttask_"):
-                samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-    return samples
-
-
-def value(samples: Samples, name: str, **labels: str) -> float:
-    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
 def metrics(client: TestClient | httpx.Client) -> Samples:

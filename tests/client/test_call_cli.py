@@ -21,8 +21,8 @@ import httpx
 import pytest
 
 from fasttask import FastTaskAPI, JobProgress, MediaFile
-from tests.client.test_client import PNG, client_app
 from tests.support.apps import Probe, make_app
+from tests.support.client_app import PNG, client_app
 from tests.support.servers import LiveServer, free_port
 
 StartServer = Callable[[FastTaskAPI], LiveServer]

@@ -16,13 +16,11 @@ from openapi_spec_validator import validate
 
 from fasttask import FastTaskAPI
 from fasttask._version import __version__
-from tests.dashboard.test_dashboard import CHROMEDRIVER, CHROMIUM, browser, cell, click, read, wait
 from tests.support import ROOT
 from tests.support.apps import make_app
+from tests.support.browser import CHROMEDRIVER, CHROMIUM, cell, click, read, wait
+from tests.support.jobs import final, submit
 from tests.support.servers import LiveServer
-from tests.test_contract import final, submit
-
-__all__ = ["browser"]  # the fixture, shared with the dashboard's browser tests
 
 EXAMPLES = sorted(path.stem for path in (ROOT / "examples").glob("*.py"))
 KEY = "docs-" + "7" * 27

@@ -10,7 +10,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ from fasttask.redis.broker import RedisBroker
 from fasttask.redis.cleanup import clean_up_abandoned
 from fasttask.settings import Settings
 from fasttask.storage import ObjectStore
-from tests.redis.test_cluster import Cluster, final, submit, wait_until
+from tests.support.cluster import Cluster, final, submit, wait_until
 from tests.support.servers import S3_CREDENTIALS, free_port
 from tests.support.worker import WorkerThread
 
@@ -211,13 +211,6 @@ def test_the_heartbeat_makes_a_corrupted_worker_record_again(
 
 
 # -- whole processes --------------------------------------------------------------------------------
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    processes = Cluster(tmp_path)
-    yield processes
-    processes.close()
-
-
 def _runs(cluster: Cluster, key: str) -> int:
     with cluster.client() as connection:
         return int(connection.hget("test:runs", key) or 0)
