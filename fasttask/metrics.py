@@ -34,7 +34,7 @@ from .errors import BackendUnavailable, FastTaskError, QueueFull, RequestValidat
 from .jobs import FINAL_STATUSES, JobStatus
 
 if TYPE_CHECKING:
-    from .brokers.base import QueueInfo
+    from .brokers.views import QueueInfo
     from .loops import LoopHealth
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
