@@ -202,7 +202,7 @@ class HttpMetrics:
 
 
 class QueueSnapshot:
-    """Queue gauges as read from the broker just before a scrape (nothing when the backend was unreachable)."""
+    """Queue gauges as read from the queue's views just before a scrape (nothing when the queue was unreachable)."""
 
     def __init__(self) -> None:
         self.queues: list[QueueInfo] = []

@@ -37,7 +37,7 @@ def probe_routes(broker: Broker, views: JobViews) -> list[Route]:
         loops = broker.loops.snapshot()
         if await broker.ready():
             return json_response({"status": "ready", "loops": loops})
-        return json_response({"detail": "the queue backend is not ready", "loops": loops}, 503)
+        return json_response({"detail": "the queue is not ready", "loops": loops}, 503)
 
     async def queues() -> Response:
         return json_response({"queues": [info.to_json() for info in await views.queues()]})
@@ -58,10 +58,10 @@ def probe_routes(broker: Broker, views: JobViews) -> list[Route]:
             ready,
             ("GET",),
             tags=service,
-            summary="Readiness: the queue backend is reachable",
+            summary="Readiness: the queue is reachable",
             responses={
-                "200": json_body("The queue backend is reachable", ref("ServiceState")),
-                "503": json_body("The queue backend is not reachable", ref("Error")),
+                "200": json_body("The queue is reachable", ref("ServiceState")),
+                "503": json_body("The queue is not reachable", ref("Error")),
             },
             open_paths=("/ready",),
         ),

@@ -20,7 +20,7 @@ from redis.exceptions import OutOfMemoryError, ReadOnlyError, RedisError, Respon
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..brokers.base import Broker, JobEvent, ResultFile
-from ..errors import BackendUnavailable, JobAlreadyFinal, JobNotFound, QueueFull
+from ..errors import JobAlreadyFinal, JobNotFound, QueueFull, QueueUnavailable, StorageUnavailable
 from ..files import close_files, iter_files
 from ..jobs import JobRecord, JobStatus, new_job_id, utcnow
 from ..logs import job_log, log_job
@@ -199,7 +199,7 @@ class RedisBroker(Broker):
         name, kind = fields[b"file_name"].decode(), fields[b"content_type"].decode()
         if b"object" in fields:
             if self._store is None:
-                raise BackendUnavailable("this result file is in object storage, which this process is not set up for")
+                raise StorageUnavailable("this result file is in object storage, which this process is not set up for")
             key, store = fields[b"object"].decode(), self._store
             return ResultFile(name, kind, int(fields[b"size"]), lambda start, end: store.read_range(key, start, end))
         content = fields[b"content"]
@@ -318,12 +318,12 @@ class RedisBroker(Broker):
             return await call
         except _OFFLINE as exc:
             self._registered_queues = False
-            raise BackendUnavailable(f"the queue backend (Redis) is unreachable: {exc}") from None
+            raise QueueUnavailable(f"the Redis queue is unreachable: {exc}") from None
         except (OutOfMemoryError, ReadOnlyError) as exc:
-            raise BackendUnavailable(f"the queue backend (Redis) cannot take writes now: {exc}") from None
+            raise QueueUnavailable(f"the Redis queue cannot take writes now: {exc}") from None
         except ResponseError as exc:
             if str(exc).startswith(("OOM", "READONLY")):  # raised by a command inside a Lua script
-                raise BackendUnavailable(f"the queue backend (Redis) cannot take writes now: {exc}") from None
+                raise QueueUnavailable(f"the Redis queue cannot take writes now: {exc}") from None
             raise
 
 
