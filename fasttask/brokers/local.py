@@ -59,7 +59,6 @@ class LocalBroker(Broker):
         setup: Callable[[], Awaitable[None]] | None = None,
         metrics: JobMetrics | None = None,
     ) -> None:
-        self._tasks = tasks
         self._metrics = metrics
         self._recent = RecentCounts()
         self._running_ids: set[str] = set()
@@ -74,6 +73,7 @@ class LocalBroker(Broker):
         self._free_slots = self._concurrency
         self._executor: ThreadPoolExecutor | None = None
         self.loops = LoopHealth()  # none yet: jobs are purged by timers, not by a loop
+        # the views hold these very containers, so they must be changed in place, never rebound
         counts = (self._waiting_count, self._running_count, self._stopping_count)
         self.views = LocalViews(tasks, self._concurrency, self._jobs, counts, self._running_ids, self._recent)
         self._loop: asyncio.AbstractEventLoop | None = None
