@@ -58,7 +58,7 @@ def test_counters_move_by_exactly_the_jobs_run_embedded(client_for: Callable[[Fa
     held = [client.post("/limited").json()["id"] for _ in range(2)]  # the one runner is busy: they wait
     assert client.post("/limited").status_code == 429
     assert client.post("/echo", json={"n": "not a number"}).status_code == 422
-    for job_id in [sleeper, *held]:
+    for job_id in [*held, sleeper]:  # the waiting ones first: a freed runner would start and end them
         assert client.post(f"/jobs/{job_id}/cancel").status_code == 200
     after = metrics(client)
 
