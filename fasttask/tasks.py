@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import types
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -56,6 +57,33 @@ def is_list_annotation(annotation: Any) -> bool:
     return any(is_list_annotation(arg) for arg in typing.get_args(annotation) if arg is not type(None))
 
 
+JSON_SCALARS: tuple[Any, ...] = (str, int, float, bool, type(None), Any)
+
+
+def is_json_native(annotation: Any) -> bool:
+    """True when a validated value of this type comes back from its JSON form as the same Python value.
+
+    Scalars, `Literal`s of them, and lists, dicts with string keys and unions of such types: a worker can
+    take them from a job record as they are. Anything else (files, models, enums, dates, tuples...) is
+    rebuilt from its JSON form.
+    """
+    if annotation in JSON_SCALARS:
+        return True
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin is typing.Annotated:
+        return is_json_native(args[0])
+    if origin is typing.Literal:
+        return all(type(arg) in (str, int, bool, type(None)) for arg in args)
+    if origin in (typing.Union, types.UnionType):
+        return all(is_json_native(arg) for arg in args)
+    if origin is list:
+        return not args or is_json_native(args[0])
+    if origin is dict:
+        return not args or (args[0] is str and is_json_native(args[1]))
+    return False
+
+
 class _ParamsBase(BaseModel):
     model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
 
@@ -76,6 +104,9 @@ class TaskDef:
     params_model: type[BaseModel] = field(init=False)
     file_params: frozenset[str] = field(init=False)
     list_params: frozenset[str] = field(init=False)
+    record_model: type[BaseModel] | None = field(init=False)
+    """The parameters JSON cannot carry as their Python values (files, models, dates...): what a worker
+    rebuilds from a job record. None when JSON carries them all."""
 
     def __post_init__(self) -> None:
         if not self.path.startswith("/"):
@@ -100,6 +131,13 @@ class TaskDef:
         set_(self, "params_model", model)
         set_(self, "file_params", frozenset(n for n, (a, _) in fields.items() if is_file_annotation(a)))
         set_(self, "list_params", frozenset(n for n, (a, _) in fields.items() if is_list_annotation(a)))
+        rebuilt = {name: spec for name, spec in fields.items() if not is_json_native(spec[0])}
+        record_model = None
+        if rebuilt:
+            record_model = create_model(  # type: ignore[call-overload]
+                model.__name__ + "_record", __base__=_ParamsBase, **rebuilt
+            )
+        set_(self, "record_model", record_model)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.fn(*args, **kwargs)
@@ -109,7 +147,11 @@ class TaskDef:
         return self.fn.__name__
 
     def validate(
-        self, data: Mapping[str, Any], max_file_bytes: int | None = None, trusted_objects: bool = False
+        self,
+        data: Mapping[str, Any],
+        max_file_bytes: int | None = None,
+        trusted_objects: bool = False,
+        model: type[BaseModel] | None = None,
     ) -> dict[str, Any]:
         """Validate request data into the task's keyword arguments (raises pydantic's ValidationError).
 
@@ -118,11 +160,29 @@ class TaskDef:
         created: list[MediaFile] = []
         context = {"max_file_bytes": max_file_bytes, "trusted_objects": trusted_objects, "created_files": created}
         try:
-            model = self.params_model.model_validate(data, context=context)
+            validated = (model or self.params_model).model_validate(data, context=context)
         except BaseException:
             close_files(created)  # files decoded before another field failed: nobody else holds them
             raise
-        return {name: getattr(model, name) for name in type(model).model_fields}
+        return {name: getattr(validated, name) for name in type(validated).model_fields}
+
+    def decode_params(self, data: Mapping[str, Any]) -> dict[str, Any]:
+        """A job record's parameters (`dump_params` of values the API validated) as keyword arguments.
+
+        They were validated once, when the job was submitted: values JSON carries as they are pass through,
+        and only the others (files, models, dates...) are rebuilt, with files allowed to name objects in
+        storage. A record that does not hold every parameter is validated whole.
+        """
+        fields = self.params_model.model_fields
+        if data.keys() != fields.keys():
+            return self.validate(data, trusted_objects=True)
+        params = dict(data)
+        if self.record_model is not None:
+            names = self.record_model.model_fields
+            params.update(
+                self.validate({name: data[name] for name in names}, trusted_objects=True, model=self.record_model)
+            )
+        return params
 
     def dump_params(self, params: Mapping[str, Any]) -> dict[str, Any]:
         """Validated keyword arguments as JSON-ready data (files in their dict form), for a job record."""
@@ -137,7 +197,7 @@ class TaskDef:
 
 def _signature_fields(fn: Callable[..., Any]) -> tuple[str | None, dict[str, tuple[Any, Any]]]:
     try:
-        hints = typing.get_type_hints(fn)
+        hints = typing.get_type_hints(fn, include_extras=True)  # keep Annotated constraints and validators
     except Exception as exc:  # a bad forward reference should fail at import, with the task's name
         raise ConfigError(f"cannot resolve the type hints of {fn.__qualname__}: {exc}") from exc
     progress_param = None

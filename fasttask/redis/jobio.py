@@ -6,20 +6,19 @@ from __future__ import annotations
 import json
 import logging
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 import redis
-from redis.exceptions import RedisError
 
 from ..errors import ConfigError, PayloadTooLarge, size_text
 from ..files import MediaFile, iter_files
+from ..progress import ProgressThrottle, Report
 from ..storage import ObjectStore
 from ..tasks import TaskDef
 from . import keys as layout
+from .codec import ClaimedRecord
 
 logger = logging.getLogger("fasttask.worker")
 
@@ -32,32 +31,42 @@ INLINE_RESULT_LIMIT_BYTES = 16 * 1024 * 1024
 
 @dataclass(eq=False)
 class Claimed:
-    """A job this worker took: everything needed to run and finish it."""
+    """A job this worker took: its record as claimed, and what running and finishing it keeps track of."""
 
-    job_id: str
-    queue: str
+    record: ClaimedRecord
     task: TaskDef
-    params: dict[str, Any]
-    execution_id: str
-    started_at: datetime
     result_ttl: int
-    timeout_s: float | None
-    retries: int
-    failures: int
     stop: threading.Event = field(default_factory=threading.Event)
+    throttle: ProgressThrottle | None = None
+    """The job's progress on its way to Redis (None when the task takes no `JobProgress`)."""
     input_objects: list[str] = field(default_factory=list)
     requeued: bool = False
     outputs: int = 0
     files: int = 0
-    pending_progress: tuple[float, str | None] | None = None
-    progress_written_at: float = 0.0
-    last_progress: tuple[float, str | None] = (0.0, None)
-    unreadable: str | None = None
-    """Why the job record's parameters could not be read (the job then fails without running)."""
+
+    @property
+    def job_id(self) -> str:
+        return self.record.job_id
+
+    @property
+    def queue(self) -> str:
+        return self.record.queue
 
     @property
     def member(self) -> str:
-        return f"{self.job_id}:{self.execution_id}"
+        """The job's entry in RQ's StartedJobRegistry."""
+        return f"{self.record.job_id}:{self.record.execution_id}"
+
+    def take_progress(self, finished: bool) -> Report | None:
+        """The report to write with the job's end: the one still waiting, or when the job finished the
+        last one written (its progress then reads 1.0)."""
+        if self.throttle is None:
+            return (1.0, None) if finished else None
+        pending = self.throttle.take()
+        self.throttle.close()
+        if finished:
+            return (1.0, (pending or self.throttle.last)[1])
+        return pending
 
 
 class JobIO:
@@ -87,30 +96,16 @@ class JobIO:
                 downloaded = MediaFile.from_stream(stream, media.file_name, media.content_type)
             media.take_content(downloaded)
 
-    def report(self, claimed: Claimed, progress: float, message: str | None) -> None:
-        claimed.pending_progress = (progress, message)
-        if time.monotonic() - claimed.progress_written_at >= PROGRESS_INTERVAL_S:
-            self.flush_progress(claimed)
-
-    def flush_progress(self, claimed: Claimed) -> None:
-        """Write the job's latest progress report if it has not reached Redis yet."""
-        pending = claimed.pending_progress
-        if pending is None:
-            return
-        claimed.pending_progress = None
-        claimed.last_progress = pending
-        claimed.progress_written_at = time.monotonic()
-        items = [layout.F_PROGRESS, repr(pending[0])]
-        if pending[1] is not None:
-            items += [layout.F_MESSAGE, pending[1]]
-        try:
-            pipe = self.redis.pipeline(transaction=False)
-            pipe.hset(layout.job_key(claimed.job_id), items=items)
-            pipe.publish(layout.EVENTS_CHANNEL, claimed.job_id)
-            pipe.execute()
-        except RedisError as exc:
-            logger.warning("progress of job %s not written: %s", claimed.job_id, exc)
-            claimed.pending_progress = claimed.pending_progress or pending
+    def write_progress(self, claimed: Claimed, progress: float, message: str | None) -> None:
+        """Deliver a progress report to the job's record (a `ProgressThrottle`'s delivery: a Redis error
+        keeps the report waiting for the next one)."""
+        items = [layout.F_PROGRESS, repr(progress)]
+        if message is not None:
+            items += [layout.F_MESSAGE, message]
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hset(layout.job_key(claimed.job_id), items=items)
+        pipe.publish(layout.EVENTS_CHANNEL, claimed.job_id)
+        pipe.execute()
 
     def output_sink(self, claimed: Claimed) -> Callable[[Any], None]:
         def push(value: Any) -> None:

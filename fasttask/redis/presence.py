@@ -10,7 +10,6 @@ import socket
 import threading
 import time
 import uuid
-from functools import partial
 from typing import Any, Protocol
 
 import redis
@@ -181,8 +180,8 @@ class Presence:
         backoff = Backoff(0.5, HEARTBEAT_S)
         while not self._closed.wait(TICK_S):
             claimed = self.worker.pending_progress_job()
-            if claimed is not None:  # the last report of a burst, which the task itself did not write
-                run_round(self.loops, self.heartbeat_loop, partial(self.worker.io.flush_progress, claimed), backoff)
+            if claimed is not None and claimed.throttle is not None:
+                claimed.throttle.flush()  # the last report of a burst, which the task itself did not write
             now = time.monotonic()
             if now >= next_beat:
                 retry_in = run_round(self.loops, self.heartbeat_loop, self._beat, backoff)

@@ -17,6 +17,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import redis
@@ -25,21 +26,20 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.retry import Retry as RedisRetry
 
-from ..errors import ConfigError, JobCancelled
-from ..execution import error_info, run_async, run_sync
+from ..errors import ConfigError
 from ..files import MediaFile, close_files
 from ..jobs import JobRecord, JobStatus, utcnow
 from ..logs import job_log, log_job, log_job_error
 from ..loops import LoopHealth
 from ..metrics import JobMetrics
-from ..progress import JobProgress
+from ..progress import ProgressThrottle
+from ..runner import ASYNC_KINDS, Call, CallJob, error_info, run_call_here
 from ..storage import ObjectStore
-from ..tasks import TaskKind
 from . import codec, scripts
 from . import keys as layout
 from .codec import rq_timestamp
 from .guard import Guard, JobInterrupted, Watch, install_interrupt_signal, interrupter
-from .jobio import Claimed, JobIO
+from .jobio import PROGRESS_INTERVAL_S, Claimed, JobIO
 from .presence import LEASE_S, JobTally, Presence, default_worker_name
 
 if TYPE_CHECKING:
@@ -105,7 +105,6 @@ class Worker:
         """Set while the worker found no job and waits for one (the listener then rings it on new jobs)."""
         self._current: Claimed | None = None
         self._loop = asyncio.new_event_loop()
-        self._async_task: asyncio.Task[Any] | None = None
         self.presence = Presence(self)
         self.guard = Guard(self._mark_timed_out, self._requeue_cut_off, self._replace_process, stuck_after_s=10.0)
 
@@ -167,62 +166,57 @@ class Worker:
     def _work(self, claimed: Claimed) -> Claimed | None:
         """Run a claimed job to its end, record the outcome, and return the next job (claimed with it)."""
         self._current = claimed
-        progress = JobProgress(claimed.job_id, lambda p, m: self.io.report(claimed, p, m), claimed.stop)
-        deadline = time.monotonic() + claimed.timeout_s if claimed.timeout_s is not None else None
-        self.guard.watch(Watch(claimed.job_id, deadline, claimed.stop, self._interrupter(claimed)))
-        outcome: tuple[str, Any] | None
+        stored: list[MediaFile] = []
+        report = claimed.throttle.report if claimed.throttle is not None else None
+        job = CallJob(
+            claimed.job_id, {}, report, self.io.output_sink(claimed), self.io.file_store(claimed, stored), claimed.stop
+        )
+        call = Call(claimed.task, [job], may_retry=claimed.record.failures < claimed.record.retries)
+        deadline = time.monotonic() + claimed.record.timeout_s if claimed.record.timeout_s is not None else None
+        self.guard.watch(Watch(claimed.job_id, deadline, claimed.stop, self._interrupter(call, job)))
+        interrupted = False
         try:
-            if claimed.unreadable is not None:
-                raise codec.InvalidJobRecord(claimed.unreadable)
-            result = self._execute(claimed, progress)
-            outcome = ("finished", result)
-        except (JobInterrupted, JobCancelled, asyncio.CancelledError):
-            outcome = None  # whoever stopped it has already recorded why
-        except Exception as exc:
-            outcome = ("failed", exc)
-            log_job_error(claimed.job_id, claimed.task.path, exc, retrying=claimed.failures < claimed.retries)
+            if self._prepare(claimed, call, job):
+                run_call_here(call, self._loop)
+        except (JobInterrupted, asyncio.CancelledError):
+            interrupted = True  # whoever stopped it has already recorded why
         finally:
             self.guard.release()
             self._current = None
-        if outcome is None or claimed.stop.is_set():
+            close_files([*job.params.values(), *stored])
+        if interrupted or job.stopped or claimed.stop.is_set():
             self.io.forget_inputs(claimed)
             return self._retrying(self._claim)
-        status, value = outcome
-        if status == "failed" and claimed.failures < claimed.retries and claimed.unreadable is None:
+        if job.retrying:
             self._retrying(lambda: self._requeue(claimed, count_failure=True))
             return self._retrying(self._claim)
         self.io.forget_inputs(claimed)
-        next_job: Claimed | None
-        next_job = self._retrying(lambda: self._finish(claimed, status, value, claim_next=not self._stopping.is_set()))
-        return next_job
+        if job.error is None:
+            outcome: tuple[str, Any] = ("finished", job.result)
+        else:
+            outcome = ("failed", job.error)
+        claim_next = not self._stopping.is_set()
+        return self._retrying(lambda: self._finish(claimed, *outcome, claim_next=claim_next))
 
-    def _execute(self, claimed: Claimed, progress: JobProgress) -> Any:
-        task = claimed.task
-        params = task.validate(claimed.params, trusted_objects=True)
-        stored: list[MediaFile] = []
-        store = self.io.file_store(claimed, stored)
+    def _prepare(self, claimed: Claimed, call: Call, job: CallJob) -> bool:
+        """The job's parameters, decoded from its record (validated once, by the API that took the job) and
+        with their files downloaded from the bucket. A job that cannot have them fails (and is logged) here."""
         try:
-            self.io.fetch_inputs(claimed, params)
-            if task.kind in (TaskKind.ASYNC, TaskKind.ASYNC_GENERATOR):
-                coroutine = run_async(task, params, progress, store, self.io.output_sink(claimed))
-                self._async_task = self._loop.create_task(coroutine)
-                try:
-                    return self._loop.run_until_complete(self._async_task)
-                finally:
-                    self._async_task = None
-            return run_sync(task, params, progress, store, self.io.output_sink(claimed))
-        finally:
-            close_files([*params.values(), *stored])
+            if claimed.record.unreadable is not None:
+                call.may_retry = False  # a record this worker cannot read will not read better next time
+                raise codec.InvalidJobRecord(claimed.record.unreadable)
+            job.params = claimed.task.decode_params(claimed.record.params)
+            self.io.fetch_inputs(claimed, job.params)
+        except Exception as exc:
+            job.error = exc
+            job.retrying = call.may_retry
+            log_job_error(claimed.job_id, claimed.task.path, exc, retrying=job.retrying)
+            return False
+        return True
 
-    def _interrupter(self, claimed: Claimed) -> Callable[[], None]:
-        if claimed.task.kind in (TaskKind.ASYNC, TaskKind.ASYNC_GENERATOR):
-
-            def cancel_async() -> None:
-                task = self._async_task
-                if task is not None:
-                    self._loop.call_soon_threadsafe(task.cancel)
-
-            return cancel_async
+    def _interrupter(self, call: Call, job: CallJob) -> Callable[[], None]:
+        if call.task.kind in ASYNC_KINDS:
+            return lambda: call.stop_job(job)  # cancels the call's coroutine on the worker's event loop
         in_main = threading.current_thread() is threading.main_thread()
         return interrupter(threading.current_thread(), use_signal=in_main and self._install_signals)
 
@@ -251,19 +245,12 @@ class Worker:
             self.metrics.started(job.path, (job.started_at - job.queued_at).total_seconds())
         if job_log.isEnabledFor(logging.INFO):
             log_job(JobRecord(job.job_id, job.path, JobStatus.RUNNING), "started")
-        return Claimed(
-            job_id=job.job_id,
-            queue=job.queue,
-            task=task,
-            params=job.params,
-            unreadable=job.unreadable,
-            execution_id=job.execution_id,
-            started_at=job.started_at,
-            result_ttl=job.result_ttl if job.result_ttl is not None else int(self.queues[job.queue].result_ttl_s),
-            timeout_s=job.timeout_s,
-            retries=job.retries,
-            failures=job.failures,
+        claimed = Claimed(
+            job, task, job.result_ttl if job.result_ttl is not None else int(self.queues[job.queue].result_ttl_s)
         )
+        if task.progress_param is not None:
+            claimed.throttle = ProgressThrottle(partial(self.io.write_progress, claimed), PROGRESS_INTERVAL_S)
+        return claimed
 
     def _finish(self, claimed: Claimed, status: str, value: Any, claim_next: bool) -> Claimed | None:
         now = utcnow()
@@ -275,9 +262,10 @@ class Worker:
             ending = codec.failed(error, timed_out=status == "timeout")
             registry = layout.failed_registry_key(claimed.queue)
         extra: dict[str, Any] = dict(ending.fields)
-        if claimed.pending_progress is not None or status == "finished":
-            progress, message = claimed.pending_progress or claimed.last_progress
-            extra[layout.F_PROGRESS] = repr(1.0 if status == "finished" else progress)
+        last_report = claimed.take_progress(finished=status == "finished")
+        if last_report is not None:
+            progress, message = last_report
+            extra[layout.F_PROGRESS] = repr(progress)
             if message is not None:
                 extra[layout.F_MESSAGE] = message
         flat = [part for pair in extra.items() for part in pair]
@@ -292,8 +280,8 @@ class Worker:
             ending.payload_field,
             ending.payload,
             self.name,
-            claimed.execution_id,
-            claimed.started_at.timestamp(),
+            claimed.record.execution_id,
+            claimed.record.started_at.timestamp(),
             now.timestamp(),
             "1" if claimed.outputs or claimed.files else "0",
             *flat,
@@ -321,7 +309,7 @@ class Worker:
     def _count_end(self, claimed: Claimed, status: str, now: datetime) -> None:
         """Count and log a job this worker ended (not one whose end a cancel or the cleanup took first)."""
         final = JobStatus(status)
-        ran_s = (now - claimed.started_at).total_seconds()
+        ran_s = (now - claimed.record.started_at).total_seconds()
         self.tally.add(final is JobStatus.FINISHED, ran_s)
         if self.metrics is not None:
             self.metrics.ended(claimed.task.path, final, ran_s)
@@ -345,13 +333,13 @@ class Worker:
             ],
         )
         if requeued and count_failure:  # RQ counts every failed attempt, retried or not
-            self.tally.add(False, (now - claimed.started_at).total_seconds())
+            self.tally.add(False, (now - claimed.record.started_at).total_seconds())
 
     def _mark_timed_out(self, job_id: str) -> None:
         """Called by the guard at the job's deadline, while the task may still run."""
         claimed = self._current
         if claimed is not None and claimed.job_id == job_id:
-            message = f"job ran longer than its timeout of {claimed.timeout_s:g} s"
+            message = f"job ran longer than its timeout of {claimed.record.timeout_s:g} s"
             error = {"type": "TimeoutError", "message": message}
             self._retrying(lambda: self._finish(claimed, "timeout", error, claim_next=False), attempts=5)
 
@@ -373,7 +361,8 @@ class Worker:
 
     def pending_progress_job(self) -> Claimed | None:
         current = self._current
-        return current if current is not None and current.pending_progress is not None else None
+        throttle = current.throttle if current is not None else None
+        return current if throttle is not None and throttle.pending is not None else None
 
     # -- resilience --------------------------------------------------------------------------------
     def _retrying(self, step: Callable[[], T], attempts: int | None = None) -> T | None:
