@@ -101,6 +101,8 @@ class MediaFile:
             data = base64.b64decode(compact + "=" * (-len(compact) % 4), altchars=altchars, validate=True)
         except (binascii.Error, ValueError):
             raise ValueError("not a valid base64 string") from None
+        if max_bytes is not None and len(data) > max_bytes:  # the check above leaves room for padding
+            raise PayloadTooLarge(f"file is larger than {size_text(max_bytes)}")
         return cls.from_bytes(data, file_name, content_type)
 
     def write(self, data: bytes) -> None:

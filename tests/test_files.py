@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from fasttask import FastTaskAPI
+from fasttask import FastTaskAPI, MediaFile
+from fasttask.errors import PayloadTooLarge
 from tests.support.apps import make_app
 
 ClientFor = Callable[[FastTaskAPI], TestClient]
@@ -163,3 +164,15 @@ def test_files_decoded_before_another_field_fails_are_released(serve: Serve) -> 
     import gc
 
     gc.collect()
+
+
+@pytest.mark.parametrize("size", [1024, 1025, 1026, 1027])
+def test_base64_files_are_held_to_their_size_limit_to_the_byte(size: int) -> None:
+    text = base64.b64encode(b"x" * size).decode()
+    if size > 1024:
+        with pytest.raises(PayloadTooLarge):
+            MediaFile.from_base64(text, max_bytes=1024)
+        return
+    media = MediaFile.from_base64(text, max_bytes=1024)
+    assert media.size == 1024
+    media.close()
