@@ -142,12 +142,7 @@ async def download(
         target = _parse(url)
         for _ in range(MAX_REDIRECTS + 1):
             address = await checked_address(target, allow_private)
-            request = client.build_request(
-                "GET",
-                target.copy_with(host=address),
-                headers={"Host": target.netloc.decode("ascii")},
-                extensions={"sni_hostname": target.host} if target.scheme == "https" else {},
-            )
+            request = pinned_request(client, "GET", target, address)
             try:
                 response = await client.send(request, stream=True)
             except httpx.HTTPError as exc:
@@ -162,6 +157,25 @@ async def download(
             finally:
                 await response.aclose()
     raise InvalidInput(f"downloading {url} took more than {MAX_REDIRECTS} redirects")
+
+
+def pinned_request(
+    client: httpx.AsyncClient,
+    method: str,
+    target: httpx.URL,
+    address: str,
+    headers: dict[str, str] | None = None,
+    content: bytes | None = None,
+) -> httpx.Request:
+    """A request to `target` that connects to `address` (checked by `checked_address`), the host name still
+    in `Host` and TLS SNI."""
+    return client.build_request(
+        method,
+        target.copy_with(host=address),
+        headers={**(headers or {}), "Host": target.netloc.decode("ascii")},
+        content=content,
+        extensions={"sni_hostname": target.host} if target.scheme == "https" else {},
+    )
 
 
 async def _receive(response: httpx.Response, url: httpx.URL, max_bytes: int) -> MediaFile:

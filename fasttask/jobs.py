@@ -66,11 +66,13 @@ class JobRecord:
     created_at: datetime = field(default_factory=utcnow)
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    webhook: dict[str, Any] | None = None
+    """How the `completed` webhook delivery went, for jobs submitted with a webhook."""
 
     def to_json(self) -> dict[str, Any]:
         """The job JSON (docs/http-api.md)."""
         job_id = self.id
-        return {
+        shape = {
             "id": job_id,
             "endpoint": self.endpoint,
             "status": self.status.value,
@@ -89,6 +91,9 @@ class JobRecord:
             "refresh_job_url": f"/status?job_id={job_id}",
             "endpoint_protocol": "socaity",
         }
+        if self.webhook is not None:
+            shape["webhook"] = self.webhook
+        return shape
 
     def to_legacy_json(self, base_url: str) -> dict[str, Any]:
         """The FastTaskAPI 1.x status shape, for clients written against it (fastSDK)."""

@@ -14,12 +14,14 @@ The names and labels are stable and documented in docs/operations.md:
     fasttask_queue_limit{endpoint}                  fasttask_workers{endpoint}
     fasttask_http_requests_total{route,method,code} fasttask_http_request_seconds{route,method} (histogram)
     fasttask_loop_up{loop}                          fasttask_loop_failures_total{loop}
+    fasttask_webhook_deliveries_total{endpoint,outcome}
 """
 
 from __future__ import annotations
 
 import threading
 from bisect import bisect_left
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
@@ -112,6 +114,8 @@ class JobMetrics:
 
     def __init__(self, endpoints: Iterable[str]) -> None:
         self.endpoints = {path: EndpointStats(path) for path in endpoints}
+        self.webhook_attempts: Counter[tuple[str, str]] = Counter()
+        """Webhook delivery attempts by (endpoint, outcome): delivered, retried, gave_up."""
         self._lock = threading.Lock()
 
     def started(self, endpoint: str, waited_s: float) -> None:
@@ -151,7 +155,12 @@ class JobMetrics:
                 finished.add_metric([stat.endpoint, status], count)
             wait.add_metric([stat.endpoint], stat.wait.cumulative(), stat.wait.total)
             run.add_metric([stat.endpoint], stat.run.cumulative(), stat.run.total)
-        yield from (submitted, rejected, finished, wait, run)
+        webhooks = CounterMetricFamily(
+            "fasttask_webhook_deliveries", "Webhook delivery attempts, by outcome", labels=["endpoint", "outcome"]
+        )
+        for (endpoint, outcome), count in sorted(self.webhook_attempts.items()):
+            webhooks.add_metric([endpoint, outcome], count)
+        yield from (submitted, rejected, finished, wait, run, webhooks)
 
 
 class RouteStats:

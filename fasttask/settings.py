@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
 import importlib.util
 import math
@@ -55,6 +57,10 @@ class Settings:
     """`json`: one JSON object per log line, with job ids (FTAPI_LOG_FORMAT)."""
     cors_origins: tuple[str, ...] = ()
     """Origins browsers may call the API from (`*`: any); empty: no CORS headers (FTAPI_CORS_ORIGINS, commas)."""
+    webhook_secrets: tuple[str, ...] = field(default=(), repr=False)
+    """`whsec_` secrets webhook deliveries are signed with, each adding a signature (FTAPI_WEBHOOK_SECRET, spaces)."""
+    webhook_retry_s: tuple[float, ...] = (5.0, 30.0, 300.0, 1800.0, 7200.0, 18000.0)
+    """Delays before each retry of a failed webhook delivery (FTAPI_WEBHOOK_RETRY_S, commas)."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -109,6 +115,10 @@ class Settings:
             values["log_format"] = value.lower()
         if (value := get("CORS_ORIGINS")) is not None:
             values["cors_origins"] = tuple(origin.strip() for origin in value.split(",") if origin.strip())
+        if (value := get("WEBHOOK_SECRET")) is not None:
+            values["webhook_secrets"] = tuple(value.split())
+        if (value := get("WEBHOOK_RETRY_S")) is not None:
+            values["webhook_retry_s"] = _delays("FTAPI_WEBHOOK_RETRY_S", value)
         queue = get("QUEUE")
         if queue is not None:
             values["queue"] = queue.lower()
@@ -158,6 +168,29 @@ class Settings:
                 )
         if self.queue == "redis" and self.backend == "fastapi":
             _require_redis_extra()
+        if isinstance(self.webhook_secrets, str):
+            raise ConfigError("webhook_secrets must be a list of whsec_ secrets, not one string")
+        for secret in self.webhook_secrets:
+            if not _is_webhook_secret(secret):
+                raise ConfigError("FTAPI_WEBHOOK_SECRET: each secret must be whsec_ followed by base64 (spaces apart)")
+        if any(not math.isfinite(delay) or delay < 0 for delay in self.webhook_retry_s):
+            raise ConfigError("FTAPI_WEBHOOK_RETRY_S must be finite numbers of seconds, at least 0")
+
+
+def _delays(name: str, value: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(part) for part in value.split(",") if part.strip())
+    except ValueError:
+        raise ConfigError(f"{name}={value!r} is not a comma-separated list of seconds") from None
+
+
+def _is_webhook_secret(secret: str) -> bool:
+    if not secret.startswith("whsec_"):
+        return False
+    try:
+        return bool(base64.b64decode(secret[len("whsec_") :], validate=True))
+    except binascii.Error:
+        return False
 
 
 def _flag(name: str, value: str) -> bool:

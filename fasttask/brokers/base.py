@@ -7,12 +7,16 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from ..jobs import JobRecord
 from ..loops import LoopHealth
 from ..tasks import TaskDef
 from .views import JobViews
+
+if TYPE_CHECKING:
+    from ..webhook_loops import WebhookService
+    from ..webhooks import WebhookSpec
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,8 @@ class Broker(ABC):
     """The broker's background loops and how their last rounds went (for `/ready` and `/metrics`)."""
     views: JobViews
     """The queue's read-only views, over the same state and connection as the broker."""
+    webhooks: WebhookService
+    """The webhook loops, over the queue's own store of watches and deliveries."""
 
     async def start(self) -> None:
         """Connect and start background work; called once when the server starts."""
@@ -51,8 +57,8 @@ class Broker(ABC):
         """Stop background work and release resources."""
 
     @abstractmethod
-    async def submit(self, task: TaskDef, params: dict[str, Any]) -> JobRecord:
-        """Accept a job (raises QueueFull when the endpoint's queue is full)."""
+    async def submit(self, task: TaskDef, params: dict[str, Any], webhook: WebhookSpec | None = None) -> JobRecord:
+        """Accept a job (raises QueueFull when the endpoint's queue is full); with a webhook, watch it."""
 
     @abstractmethod
     async def get(self, job_id: str) -> JobRecord:

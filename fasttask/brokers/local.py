@@ -22,6 +22,8 @@ from ..progress import ProgressThrottle
 from ..runner import Call, CallJob, error_info, run_call
 from ..settings import Settings
 from ..tasks import TaskDef
+from ..webhook_loops import MemoryStore, WebhookService
+from ..webhooks import WebhookSpec, initial_state
 from .base import Broker, JobEvent, ResultFile
 from .local_views import LocalViews, RecentCounts
 
@@ -72,7 +74,8 @@ class LocalBroker(Broker):
         self._stopping_count: Counter[str] = Counter()
         self._free_slots = self._concurrency
         self._executor: ThreadPoolExecutor | None = None
-        self.loops = LoopHealth()  # none yet: jobs are purged by timers, not by a loop
+        self.loops = LoopHealth()  # the webhook loops; jobs are purged by timers, not by a loop
+        self.webhooks = WebhookService(MemoryStore(self._set_webhook_state), self, settings, self.loops, metrics)
         # the views hold these very containers, so they must be changed in place, never rebound
         counts = (self._waiting_count, self._running_count, self._stopping_count)
         self.views = LocalViews(tasks, self._concurrency, self._jobs, counts, self._running_ids, self._recent)
@@ -86,10 +89,12 @@ class LocalBroker(Broker):
         self._executor = ThreadPoolExecutor(self._concurrency, thread_name_prefix="fasttask-job")
         if self._setup is not None:
             await self._setup()
+        self.webhooks.start()
         self._ready = True
 
     async def close(self) -> None:
         self._ready = False
+        await self.webhooks.close()
         for job in list(self._jobs.values()):
             job.stop.set()
             if job.call is not None:
@@ -105,7 +110,7 @@ class LocalBroker(Broker):
         return self._ready
 
     # -- jobs --------------------------------------------------------------------------------------
-    async def submit(self, task: TaskDef, params: dict[str, Any]) -> JobRecord:
+    async def submit(self, task: TaskDef, params: dict[str, Any], webhook: WebhookSpec | None = None) -> JobRecord:
         job = _LocalJob(JobRecord(new_job_id(), task.path), task, params)
         logging_jobs = job_log.isEnabledFor(logging.INFO)
         if self._free_slots > 0 and not self._waiting:
@@ -121,6 +126,9 @@ class LocalBroker(Broker):
             self._waiting_count[task.path] += 1
             if logging_jobs:
                 log_job(job.record, "queued")
+        if webhook is not None:  # its events come from its state, so a job that already started loses none
+            job.record.webhook = initial_state()
+            await self.webhooks.watch(job.record.id, webhook)
         return job.record
 
     async def get(self, job_id: str) -> JobRecord:
@@ -304,6 +312,11 @@ class LocalBroker(Broker):
                 last = state
                 yield JobEvent("progress", record.to_json(), sent_outputs)
             await changed.wait()
+
+    def _set_webhook_state(self, job_id: str, state: dict[str, Any]) -> None:
+        job = self._jobs.get(job_id)
+        if job is not None:
+            job.record.webhook = state
 
     def _running_loop(self) -> asyncio.AbstractEventLoop:
         if self._loop is None:

@@ -20,7 +20,7 @@ from ..ranges import byte_range
 from ..tasks import TaskDef
 from .hotpath import parse_wait
 from .openapi_schemas import errors, json_body, optional_header, ref
-from .params import InputLimits, read_params, read_request_data
+from .params import InputLimits, read_request_data, read_submission
 from .responses import json_response
 from .routes import Handler, Route
 
@@ -64,9 +64,9 @@ def submit_handler(broker: Broker, task: TaskDef, limits: InputLimits, metrics: 
     if metrics is None:
 
         async def submit(request: Request) -> Response:
-            params = await read_params(request, task, limits)
+            params, webhook = await read_submission(request, task, limits)
             try:
-                record = await broker.submit(task, params)
+                record = await broker.submit(task, params, webhook)
             except BaseException:
                 close_files(params.values())  # refused (429, 503, 413): nobody else will read them
                 raise
@@ -78,12 +78,12 @@ def submit_handler(broker: Broker, task: TaskDef, limits: InputLimits, metrics: 
 
     async def counted_submit(request: Request) -> Response:
         try:
-            params = await read_params(request, task, limits)
+            params, webhook = await read_submission(request, task, limits)
         except Exception as exc:
             stats.refused(exc)
             raise
         try:
-            record = await broker.submit(task, params)
+            record = await broker.submit(task, params, webhook)
         except BaseException as exc:
             close_files(params.values())  # refused (429, 503, 413): nobody else will read them
             stats.refused(exc)

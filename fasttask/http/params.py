@@ -11,6 +11,7 @@ from ..errors import InvalidInput, UnsupportedMediaType
 from ..fetch import UrlRefused, download
 from ..files import close_files, iter_files
 from ..tasks import TaskDef, validation_errors
+from ..webhooks import WebhookSpec, check_url, split_envelope, webhook_spec
 from .limits import (
     InputLimits,
     ValueBudget,
@@ -23,7 +24,7 @@ from .limits import (
 from .multipart import MultipartReader, boundary_of
 from .responses import RequestValidationFailed
 
-__all__ = ["InputLimits", "read_params", "read_request_data"]
+__all__ = ["InputLimits", "read_params", "read_request_data", "read_submission"]
 
 _NO_NAMES: frozenset[str] = frozenset()
 
@@ -31,6 +32,32 @@ _NO_NAMES: frozenset[str] = frozenset()
 async def read_params(request: Request, task: TaskDef, limits: InputLimits) -> dict[str, Any]:
     """The validated keyword arguments of a task call, URL file parameters downloaded."""
     data, location = await read_request_data(request, limits, task.file_params, task.list_params)
+    return await _validated(data, location, task, limits)
+
+
+async def read_submission(
+    request: Request, task: TaskDef, limits: InputLimits
+) -> tuple[dict[str, Any], WebhookSpec | None]:
+    """A submit's keyword arguments, as `read_params`, and the webhook it asks for when its body is the
+    envelope `{"input", "webhook", "webhook_events_filter"}` (its URL passed the address guard)."""
+    data, location = await read_request_data(request, limits, task.file_params, task.list_params)
+    webhook = None
+    if location == "body" and "input" in data:
+        data, fields = split_envelope(data, task)
+        if fields is not None:
+            webhook, errors = webhook_spec(fields)
+            if webhook is not None:
+                try:
+                    await check_url(webhook.url, limits.allow_private_urls)
+                except UrlRefused as exc:
+                    errors = [{"type": "url_refused", "loc": ["body", "webhook"], "msg": exc.detail}]
+            if errors:
+                close_files(data.values())
+                raise RequestValidationFailed(errors)
+    return await _validated(data, location, task, limits), webhook
+
+
+async def _validated(data: dict[str, Any], location: str, task: TaskDef, limits: InputLimits) -> dict[str, Any]:
     try:
         params = task.validate(data, limits.max_file_bytes)
     except ValidationError as exc:

@@ -29,11 +29,14 @@ from ..metrics import JobMetrics
 from ..settings import Settings
 from ..storage import ObjectStore
 from ..tasks import TaskDef
+from ..webhook_loops import WebhookService
+from ..webhooks import WebhookSpec, initial_state
 from . import keys as layout
 from . import scripts
 from .cleanup import CLEANUP_INTERVAL_S, clean_up_abandoned, sweep_storage
 from .codec import RECORD_FIELDS, job_record_fields, record_from_redis, rq_timestamp
 from .views import RedisViews, as_bytes
+from .webhooks import RedisWebhookStore
 
 logger = logging.getLogger("fasttask.redis")
 
@@ -82,6 +85,7 @@ class RedisBroker(Broker):
         self._background: list[asyncio.Task[None]] = []
         self._registered_queues = False
         self.loops = LoopHealth()
+        self.webhooks = WebhookService(RedisWebhookStore(self._redis), self, settings, self.loops, metrics)
 
     # -- lifecycle ---------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -94,8 +98,10 @@ class RedisBroker(Broker):
         if self._store is not None:  # its own loop: storage being away must not stop the cleanup of jobs
             sweep = run_forever(self.loops, "storage sweep", self._sweep_storage, CLEANUP_INTERVAL_S)
             self._background.append(asyncio.create_task(sweep, name="fasttask-storage-sweep"))
+        self.webhooks.start()
 
     async def close(self) -> None:
+        await self.webhooks.close()
         await stop_tasks(self._background)
         await self._redis.aclose(close_connection_pool=True)
         self._rq_connection.close()
@@ -108,7 +114,7 @@ class RedisBroker(Broker):
         return True
 
     # -- jobs --------------------------------------------------------------------------------------
-    async def submit(self, task: TaskDef, params: dict[str, Any]) -> JobRecord:
+    async def submit(self, task: TaskDef, params: dict[str, Any], webhook: WebhookSpec | None = None) -> JobRecord:
         queue = self._queues[task.path]
         record = JobRecord(new_job_id(), task.path)
         try:
@@ -117,6 +123,21 @@ class RedisBroker(Broker):
             fields = job_record_fields(task, queue, record, params, self._rq_connection)
         finally:
             close_files(params.values())  # their content is in the job record (or the bucket) now
+        if webhook is not None:
+            record.webhook = initial_state()
+            fields[layout.F_WEBHOOK] = json.dumps(record.webhook, separators=(",", ":"))
+            # watched before the job exists, so that a crash in between leaves a watch (that ends when no
+            # job appears) rather than a job nobody watches
+            await self._guard(self.webhooks.watch(record.id, webhook))
+        try:
+            return await self._enqueue(task, queue, record, fields)
+        except BaseException:
+            if webhook is not None:
+                with contextlib.suppress(Exception):
+                    await self.webhooks.store.unwatch(record.id)
+            raise
+
+    async def _enqueue(self, task: TaskDef, queue: str, record: JobRecord, fields: dict[str, Any]) -> JobRecord:
         flat: list[Any] = []
         for name, value in fields.items():
             flat += (name, value)

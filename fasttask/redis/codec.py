@@ -37,6 +37,7 @@ RECORD_FIELDS = (
     layout.F_MESSAGE,
     layout.F_ERROR,
     layout.F_OUTCOME,
+    layout.F_WEBHOOK,
 )
 """What `GET /jobs/{id}` reads of the job hash, in this order (one HMGET)."""
 
@@ -88,7 +89,7 @@ def record_from_redis(
     job_id: str, values: list[bytes | None], result_entry: dict[bytes, bytes] | None
 ) -> JobRecord | None:
     """A JobRecord from an HMGET of RECORD_FIELDS and the newest entry of the job's result stream."""
-    raw_status, created, started, ended, endpoint, progress, message, error, outcome = values
+    raw_status, created, started, ended, endpoint, progress, message, error, outcome, webhook = values
     if raw_status is None:
         return None
     status = _STATUS.get(raw_status.decode(), JobStatus.QUEUED)
@@ -106,6 +107,8 @@ def record_from_redis(
     )
     if error:
         record.error = json.loads(error)
+    if webhook:
+        record.webhook = json.loads(webhook)
     if status is JobStatus.FINISHED:
         record.progress = 1.0
         if result_entry is not None and result_entry.get(b"type") == _SUCCESSFUL:

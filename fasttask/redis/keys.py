@@ -37,6 +37,8 @@ F_TIMEOUT = "ft_timeout"
 """The task's timeout in seconds (absent: none)."""
 F_RETRIES = "ft_retries"
 """How many times a failed attempt is re-queued."""
+F_WEBHOOK = "ft_webhook"
+"""A job submitted with a webhook: how its `completed` delivery went, the job JSON's `webhook` (JSON)."""
 F_FAILURES = "ft_failures"
 """Failed attempts so far (the REQUEUE script counts them)."""
 
@@ -118,3 +120,18 @@ def queued_channel(queue: str) -> str:
 
 def cleanup_lock_key(queue: str) -> str:
     return f"fasttask:cleanup:{queue}"
+
+
+WEBHOOK_WATCHES = "fasttask:webhook:watches"
+"""Sorted set of the job ids whose webhooks are watched, scored by when each is next looked at."""
+WEBHOOK_DUE = "fasttask:webhook:due"
+"""Sorted set of pending webhook delivery ids, scored by when each is due (or its claim runs out)."""
+WEBHOOK_WATCH_PREFIX = "fasttask:webhook:watch:"
+"""+ job id: the watch (JSON), what of the job was already turned into deliveries."""
+WEBHOOK_DELIVERY_PREFIX = "fasttask:webhook:delivery:"
+"""+ delivery id: the delivery (JSON), its body and attempts so far."""
+
+
+def webhook_stopped_key(job_id: str) -> str:
+    """Set when a receiver answered 410: no more deliveries of the job are sent."""
+    return f"fasttask:webhook:stopped:{job_id}"

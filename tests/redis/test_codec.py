@@ -193,6 +193,7 @@ def test_a_failure_fasttask_did_not_record_is_read_from_rqs_entry(connection: re
         None,
         None,
         None,
+        None,
     ]
     record = codec.record_from_redis("j", values, entry)
     assert record is not None and record.error == {"type": "KeyError", "message": "'k'"}
