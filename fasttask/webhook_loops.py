@@ -32,6 +32,9 @@ logger = logging.getLogger("fasttask.webhooks")
 
 EVERY_S = 0.25
 """How often each loop looks for work: the delay a job's change or a due retry may wait."""
+QUIET_EVERY_S = 1.0
+"""How often a watched job that has not changed for a few rounds is looked at (each look costs a few
+Redis commands in the Redis queue)."""
 WATCH_LEASE_S = 30.0
 DELIVERY_LEASE_S = 60.0
 """A claimed delivery is hidden from other processes this long; if its process dies meanwhile, another
@@ -207,13 +210,15 @@ class WebhookService:
         watch = Watch.loads(text)
         job, outputs = await self._snapshot(job_id, watch.outputs)
         if job is None:
-            if now - watch.since > MISSING_GRACE_S:
-                await self.store.advance(job_id, text, None, [], now)
-            else:
-                await self.store.advance(job_id, text, watch, [], now + EVERY_S)
+            gone = now - watch.since > MISSING_GRACE_S
+            await self.store.advance(job_id, text, None if gone else watch, [], now + QUIET_EVERY_S)
             return
         new, made = deliveries_for(watch, job, outputs, now)
-        await self.store.advance(job_id, text, new, made, now + EVERY_S)
+        next_at = now + EVERY_S
+        if new is not None:
+            new.quiet = 0 if made or new != watch else watch.quiet + 1
+            next_at = now + min(EVERY_S * 2**new.quiet, QUIET_EVERY_S)
+        await self.store.advance(job_id, text, new, made, next_at)
 
     async def _snapshot(self, job_id: str, after_outputs: int) -> tuple[dict[str, Any] | None, list[Any]]:
         """The job JSON and its outputs past `after_outputs`, read as a stream reads them (None: no such job)."""

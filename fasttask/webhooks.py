@@ -155,6 +155,8 @@ class Watch:
     outputs: int = 0
     progress_at: float = 0.0
     progress: list[Any] = field(default_factory=list)
+    quiet: int = 0
+    """Rounds in a row that found nothing new: the job is looked at less often, down to once a second."""
 
     def dumps(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))

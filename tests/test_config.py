@@ -92,12 +92,23 @@ def test_storage_without_the_s3_extra_refuses_to_start(tmp_path: Path, redis_url
         ("FTAPI_WORKER_GRACE_S", "-1", "at least 0"),
         ("FTAPI_S3_INLINE_KB", "inf", "finite"),
         ("FTAPI_LOG_FORMAT", "yaml", "'text' or 'json'"),
+        ("FTAPI_WEBHOOK_SECRET", "not-a-secret", "whsec_"),
+        ("FTAPI_WEBHOOK_SECRET", "whsec_bm90 whsec_!!", "whsec_"),
+        ("FTAPI_WEBHOOK_RETRY_S", "5,soon", "seconds"),
+        ("FTAPI_WEBHOOK_RETRY_S", "5,-1", "at least 0"),
     ],
 )
 def test_bad_values_are_errors_that_name_the_variable(variable: str, value: str, says: str) -> None:
     with pytest.raises(ConfigError) as error:
         Settings.from_env({variable: value})
     assert variable in error.value.detail and says in error.value.detail
+
+
+def test_webhook_secrets_and_retry_delays() -> None:
+    settings = Settings.from_env({"FTAPI_WEBHOOK_SECRET": "whsec_bm90 whsec_bmV3", "FTAPI_WEBHOOK_RETRY_S": "1, 2.5"})
+    assert settings.webhook_secrets == ("whsec_bm90", "whsec_bmV3")
+    assert settings.webhook_retry_s == (1.0, 2.5)
+    assert "whsec" not in repr(settings)
 
 
 @pytest.mark.parametrize(

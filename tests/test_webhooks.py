@@ -16,7 +16,7 @@ import pytest
 import redis
 from standardwebhooks.webhooks import Webhook
 
-from fasttask import FastTaskAPI, JobProgress, fetch
+from fasttask import Client, FastTaskAPI, JobProgress, fetch
 from fasttask.webhooks import Delivery, send
 from tests.support.metrics import scrape, value
 from tests.support.receiver import Receiver
@@ -169,6 +169,15 @@ def test_progress_is_delivered_at_most_once_a_second(
     assert moments and all(event["type"] == "job.progress" for event in receiver.events())
     gaps = [(later - earlier).total_seconds() for earlier, later in itertools.pairwise(moments)]
     assert all(gap >= 0.99 for gap in gaps), gaps
+
+
+def test_the_client_sends_the_envelope(serve: Serve, receiver: Receiver, queue_settings: dict[str, Any]) -> None:
+    server = serve()
+    with Client(server.url) as client:
+        job = client.submit("/add", a=2, webhook=receiver.url, webhook_events=["start", "completed"])
+        assert job.result() == 3
+    settled(server, queue_settings)
+    assert sorted(event["type"] for event in receiver.events()) == ["job.completed", "job.start"]
 
 
 def test_without_the_envelope_nothing_changes(serve: Serve) -> None:

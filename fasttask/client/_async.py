@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -147,13 +147,24 @@ class AsyncClient:
         client._transport = transport
         return client
 
-    async def submit(self, path: str, /, **params: Any) -> AsyncJob:
+    async def submit(
+        self, path: str, /, *, webhook: str | None = None, webhook_events: Sequence[str] | None = None, **params: Any
+    ) -> AsyncJob:
         """Start a job of the task at `path`; see `Client.submit`."""
-        return await self.submit_params(path, params)
+        return await self.submit_params(path, params, webhook=webhook, webhook_events=webhook_events)
 
-    async def submit_params(self, path: str, params: Mapping[str, Any], *, as_form: bool = False) -> AsyncJob:
+    async def submit_params(
+        self,
+        path: str,
+        params: Mapping[str, Any],
+        *,
+        as_form: bool = False,
+        webhook: str | None = None,
+        webhook_events: Sequence[str] | None = None,
+    ) -> AsyncJob:
         """`submit` with the parameters as a mapping; see `Client.submit_params`."""
-        state = await self._transport.submit(path, params, as_form=as_form)
+        hook = core.webhook_request(webhook, webhook_events)
+        state = await self._transport.submit(path, params, as_form=as_form, webhook=hook)
         return AsyncJob(self._transport, state.id, state)
 
     def job(self, job_id: str) -> AsyncJob:

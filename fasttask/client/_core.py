@@ -10,7 +10,7 @@ import email.utils
 import json
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -23,7 +23,7 @@ from .._version import __version__
 from ..jobs import JobStatus
 from ._errors import APIError, ClientError, ConnectionFailed, InvalidArgument, JobFailed, ResultTimeout
 from ._errors import api_error as make_api_error
-from ._files import FilePart, encode_params
+from ._files import FilePart, encode_params, inline_params
 from ._models import FileWrapper, JobState, StreamEvent, parse_job, wrap_files
 
 MAX_WAIT_S = 60.0
@@ -96,10 +96,37 @@ class RequestSpec:
         return request
 
 
+@dataclass(frozen=True)
+class WebhookRequest:
+    """Where the service is to POST the job's events, and which (`start`, `progress`, `output`, `completed`)."""
+
+    url: str
+    events: tuple[str, ...] = ("completed",)
+
+
+def webhook_request(url: str | None, events: Sequence[str] | None) -> WebhookRequest | None:
+    if url is None:
+        if events is not None:
+            raise InvalidArgument("webhook_events needs a webhook")
+        return None
+    return WebhookRequest(url, tuple(events) if events is not None else ("completed",))
+
+
 # -- the requests -------------------------------------------------------------------------------------------
-def submit_request(path: str, params: Mapping[str, Any], as_form: bool) -> RequestSpec:
-    body, data, files = encode_params(params, as_form)
+def submit_request(
+    path: str, params: Mapping[str, Any], as_form: bool, webhook: WebhookRequest | None = None
+) -> RequestSpec:
     url = path if path.startswith("/") else f"/{path}"
+    if webhook is not None:  # the envelope is JSON: files go inline, as base64
+        if as_form:
+            raise InvalidArgument("a submit with a webhook sends JSON, not a form")
+        envelope = {
+            "input": inline_params(params),
+            "webhook": webhook.url,
+            "webhook_events_filter": list(webhook.events),
+        }
+        return RequestSpec("POST", url, json=envelope)
+    body, data, files = encode_params(params, as_form)
     if not files and data is None:
         return RequestSpec("POST", url, json=body)
     return RequestSpec("POST", url, data=data, files=tuple(files))

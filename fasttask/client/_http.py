@@ -79,8 +79,10 @@ class HTTPTransport(HTTPSession):
 
     streams_progress = True
 
-    def submit(self, path: str, params: Mapping[str, Any], *, as_form: bool = False) -> JobState:
-        return self._job(self._send(core.submit_request(path, params, as_form)))
+    def submit(
+        self, path: str, params: Mapping[str, Any], *, as_form: bool = False, webhook: core.WebhookRequest | None = None
+    ) -> JobState:
+        return self._job(self._send(core.submit_request(path, params, as_form, webhook)))
 
     def get(self, job_id: str, wait_s: float = 0.0) -> JobState:
         return self._job(self._send(core.job_request(job_id, wait_s, self.settings)))
@@ -175,8 +177,10 @@ class AsyncHTTPTransport(AsyncHTTPSession):
 
     streams_progress = True
 
-    async def submit(self, path: str, params: Mapping[str, Any], *, as_form: bool = False) -> JobState:
-        return self._job(await self._send(core.submit_request(path, params, as_form)))
+    async def submit(
+        self, path: str, params: Mapping[str, Any], *, as_form: bool = False, webhook: core.WebhookRequest | None = None
+    ) -> JobState:
+        return self._job(await self._send(core.submit_request(path, params, as_form, webhook)))
 
     async def get(self, job_id: str, wait_s: float = 0.0) -> JobState:
         return self._job(await self._send(core.job_request(job_id, wait_s, self.settings)))

@@ -47,9 +47,12 @@ class RunpodTransport(HTTPSession):
         super().__init__(settings)
         self.options = options or RunpodOptions()
 
-    def submit(self, path: str, params: Mapping[str, Any], *, as_form: bool = False) -> JobState:
-        """`POST /run`; `as_form` does not apply (runpod takes JSON only)."""
-        answer = read_answer(self._send(run_request(path, params)))
+    def submit(
+        self, path: str, params: Mapping[str, Any], *, as_form: bool = False, webhook: core.WebhookRequest | None = None
+    ) -> JobState:
+        """`POST /run`; `as_form` does not apply (runpod takes JSON only). Runpod's own webhook is sent when the
+        job ends, whatever events are asked for."""
+        answer = read_answer(self._send(run_request(path, params, webhook)))
         return parse_record(answer, self._wrap_file, task_path(path))
 
     def get(self, job_id: str, wait_s: float = 0.0) -> JobState:
@@ -111,8 +114,10 @@ class AsyncRunpodTransport(AsyncHTTPSession):
         super().__init__(settings)
         self.options = options or RunpodOptions()
 
-    async def submit(self, path: str, params: Mapping[str, Any], *, as_form: bool = False) -> JobState:
-        answer = read_answer(await self._send(run_request(path, params)))
+    async def submit(
+        self, path: str, params: Mapping[str, Any], *, as_form: bool = False, webhook: core.WebhookRequest | None = None
+    ) -> JobState:
+        answer = read_answer(await self._send(run_request(path, params, webhook)))
         return parse_record(answer, self._wrap_file, task_path(path))
 
     async def get(self, job_id: str, wait_s: float = 0.0) -> JobState:

@@ -102,12 +102,15 @@ def task_path(path: str) -> str:
     return path if path.startswith("/") else f"/{path}"
 
 
-def run_request(path: str, params: Mapping[str, Any]) -> core.RequestSpec:
+def run_request(path: str, params: Mapping[str, Any], webhook: core.WebhookRequest | None = None) -> core.RequestSpec:
     if "path" in params:
         raise InvalidArgument(
             "a task run on runpod cannot take a parameter named 'path': the input's path names the task"
         )
-    return core.RequestSpec("POST", "/run", json={"input": {"path": task_path(path), **inline_params(params)}})
+    body: dict[str, Any] = {"input": {"path": task_path(path), **inline_params(params)}}
+    if webhook is not None:
+        body["webhook"] = webhook.url
+    return core.RequestSpec("POST", "/run", json=body)
 
 
 def status_request(job_id: str, options: RunpodOptions) -> core.RequestSpec:

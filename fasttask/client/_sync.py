@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from types import TracebackType
 from typing import Any
@@ -179,16 +179,30 @@ class Client:
         client._transport = transport
         return client
 
-    def submit(self, path: str, /, **params: Any) -> Job:
-        """Start a job of the task at `path`. Paths, bytes, binary file objects and MediaFiles go up as files."""
-        return self.submit_params(path, params)
+    def submit(
+        self, path: str, /, *, webhook: str | None = None, webhook_events: Sequence[str] | None = None, **params: Any
+    ) -> Job:
+        """Start a job of the task at `path`. Paths, bytes, binary file objects and MediaFiles go up as files.
 
-    def submit_params(self, path: str, params: Mapping[str, Any], *, as_form: bool = False) -> Job:
+        With `webhook`, the service POSTs the job's events (`webhook_events`, default `["completed"]`) there.
+        """
+        return self.submit_params(path, params, webhook=webhook, webhook_events=webhook_events)
+
+    def submit_params(
+        self,
+        path: str,
+        params: Mapping[str, Any],
+        *,
+        as_form: bool = False,
+        webhook: str | None = None,
+        webhook_events: Sequence[str] | None = None,
+    ) -> Job:
         """`submit` with the parameters as a mapping (any names, `progress` too).
 
         `as_form` sends a plain form, as `curl -d` does: values are strings, and lists of strings repeat.
         """
-        state = self._transport.submit(path, params, as_form=as_form)
+        hook = core.webhook_request(webhook, webhook_events)
+        state = self._transport.submit(path, params, as_form=as_form, webhook=hook)
         return Job(self._transport, state.id, state)
 
     def job(self, job_id: str) -> Job:

@@ -11,6 +11,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator, 
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from typing import Any, Protocol
 
+from ._core import WebhookRequest
 from ._models import JobState, StreamEvent
 
 
@@ -22,7 +23,9 @@ class Transport(Protocol):
         """Whether `events` reports progress for any job, so that a progress bar follows it there. When not
         (runpod: its /stream only serves streaming handlers, and carries no progress), the bar is fed by `get`."""
 
-    def submit(self, path: str, params: Mapping[str, Any], *, as_form: bool = False) -> JobState:
+    def submit(
+        self, path: str, params: Mapping[str, Any], *, as_form: bool = False, webhook: WebhookRequest | None = None
+    ) -> JobState:
         """Start a job of the task at `path`; 429 and 503 are retried within the client's limits."""
 
     def get(self, job_id: str, wait_s: float = 0.0) -> JobState:
@@ -49,7 +52,9 @@ class AsyncTransport(Protocol):
     @property
     def streams_progress(self) -> bool: ...
 
-    async def submit(self, path: str, params: Mapping[str, Any], *, as_form: bool = False) -> JobState: ...
+    async def submit(
+        self, path: str, params: Mapping[str, Any], *, as_form: bool = False, webhook: WebhookRequest | None = None
+    ) -> JobState: ...
 
     async def get(self, job_id: str, wait_s: float = 0.0) -> JobState: ...
 
