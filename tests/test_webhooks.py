@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import itertools
+import json
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -17,7 +18,7 @@ import redis
 from standardwebhooks.webhooks import Webhook
 
 from fasttask import Client, FastTaskAPI, JobProgress, fetch
-from fasttask.webhooks import Delivery, send
+from fasttask.webhooks import Delivery, Watch, deliveries_for, send
 from tests.support.metrics import scrape, value
 from tests.support.receiver import Receiver
 from tests.support.servers import LiveServer
@@ -241,3 +242,39 @@ def test_redirects_are_not_followed(receiver: Receiver) -> None:
     outcome = asyncio.run(attempt())
     assert outcome.status == 302 and not outcome.delivered
     assert [item.path for item in receiver.received] == ["/hook"]
+
+
+def job_state(status: str, started: bool = True, progress: float = 0.0) -> dict[str, Any]:
+    return {
+        "id": "j1",
+        "endpoint": "/add",
+        "status": status,
+        "progress": progress,
+        "message": None,
+        "started_at": "2026-12-05T00:00:00.000000Z" if started else None,
+    }
+
+
+def test_a_job_cancelled_while_queued_gets_completed_only() -> None:
+    watch = Watch("http://hooks.example.com/", ["start", "progress", "completed"], 0.0)
+    after, made = deliveries_for(watch, job_state("cancelled", started=False), [], 10.0)
+    assert after is None and [json.loads(d.body)["type"] for d in made] == ["job.completed"]
+    assert made[0].after is None and made[0].completed
+
+
+def test_completed_names_the_start_it_waits_for() -> None:
+    watch = Watch("http://hooks.example.com/", ["start", "completed"], 0.0)
+    after, made = deliveries_for(watch, job_state("finished"), [], 10.0)
+    start, completed = made
+    assert after is None and json.loads(start.body)["type"] == "job.start" and completed.after == start.id
+
+
+def test_progress_waits_a_second_between_deliveries() -> None:
+    watch = Watch("http://hooks.example.com/", ["progress"], 0.0)
+    watch, first = deliveries_for(watch, job_state("running", progress=0.1), [], 100.0)
+    assert watch is not None and len(first) == 1
+    watch, second = deliveries_for(watch, job_state("running", progress=0.2), [], 100.5)
+    assert watch is not None and second == [], "within the second: held back"
+    watch, third = deliveries_for(watch, job_state("running", progress=0.2), [], 101.0)
+    assert watch is not None and json.loads(third[0].body)["data"]["progress"] == 0.2
+    assert deliveries_for(watch, job_state("running", progress=0.2), [], 105.0)[1] == [], "nothing new"
