@@ -57,7 +57,7 @@ class Settings:
     """`json`: one JSON object per log line, with job ids (FTAPI_LOG_FORMAT)."""
     cors_origins: tuple[str, ...] = ()
     """Origins browsers may call the API from (`*`: any); empty: no CORS headers (FTAPI_CORS_ORIGINS, commas)."""
-    webhook_secrets: tuple[str, ...] = field(default=(), repr=False)
+    webhook_secret: tuple[str, ...] = field(default=(), repr=False)
     """`whsec_` secrets webhook deliveries are signed with, each adding a signature (FTAPI_WEBHOOK_SECRET, spaces)."""
     webhook_retry_s: tuple[float, ...] = (5.0, 30.0, 300.0, 1800.0, 7200.0, 18000.0)
     """Delays before each retry of a failed webhook delivery (FTAPI_WEBHOOK_RETRY_S, commas)."""
@@ -116,7 +116,7 @@ class Settings:
         if (value := get("CORS_ORIGINS")) is not None:
             values["cors_origins"] = tuple(origin.strip() for origin in value.split(",") if origin.strip())
         if (value := get("WEBHOOK_SECRET")) is not None:
-            values["webhook_secrets"] = tuple(value.split())
+            values["webhook_secret"] = tuple(value.split())
         if (value := get("WEBHOOK_RETRY_S")) is not None:
             values["webhook_retry_s"] = _delays("FTAPI_WEBHOOK_RETRY_S", value)
         queue = get("QUEUE")
@@ -168,9 +168,9 @@ class Settings:
                 )
         if self.queue == "redis" and self.backend == "fastapi":
             _require_redis_extra()
-        if isinstance(self.webhook_secrets, str):
-            raise ConfigError("webhook_secrets must be a list of whsec_ secrets, not one string")
-        for secret in self.webhook_secrets:
+        if isinstance(self.webhook_secret, str):
+            raise ConfigError("webhook_secret must be a list of whsec_ secrets, not one string")
+        for secret in self.webhook_secret:
             if not _is_webhook_secret(secret):
                 raise ConfigError("FTAPI_WEBHOOK_SECRET: each secret must be whsec_ followed by base64 (spaces apart)")
         if any(not math.isfinite(delay) or delay < 0 for delay in self.webhook_retry_s):

@@ -104,9 +104,9 @@ def test_bad_values_are_errors_that_name_the_variable(variable: str, value: str,
     assert variable in error.value.detail and says in error.value.detail
 
 
-def test_webhook_secrets_and_retry_delays() -> None:
+def test_webhook_secret_and_retry_delays() -> None:
     settings = Settings.from_env({"FTAPI_WEBHOOK_SECRET": "whsec_bm90 whsec_bmV3", "FTAPI_WEBHOOK_RETRY_S": "1, 2.5"})
-    assert settings.webhook_secrets == ("whsec_bm90", "whsec_bmV3")
+    assert settings.webhook_secret == ("whsec_bm90", "whsec_bmV3")
     assert settings.webhook_retry_s == (1.0, 2.5)
     assert "whsec" not in repr(settings)
 

@@ -5,6 +5,7 @@ delivery is rescored past its lease, so no other process sees it due until the c
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -12,6 +13,8 @@ import redis.asyncio as aioredis
 from ..webhook_loops import WebhookStore
 from ..webhooks import Delivery, Watch
 from . import keys as layout
+
+logger = logging.getLogger("fasttask.webhooks")
 
 KEEP_S = 3 * 86400
 """How long a watch or delivery is kept at most: longer than the default retry schedule (about 7.5 h) and
@@ -100,7 +103,15 @@ class RedisWebhookStore(WebhookStore):
 
     async def claim_deliveries(self, now: float, until: float, limit: int) -> list[Delivery]:
         pairs = await self._claim(keys=[layout.WEBHOOK_DUE], args=[now, until, limit, layout.WEBHOOK_DELIVERY_PREFIX])
-        return [Delivery.loads(pairs[i + 1]) for i in range(0, len(pairs), 2)]
+        claimed = []
+        for i in range(0, len(pairs), 2):
+            try:
+                claimed.append(Delivery.loads(pairs[i + 1]))
+            except (ValueError, TypeError) as exc:  # written by another version: dropped, not claimed forever
+                delivery_id = _text(pairs[i])
+                logger.warning("webhook delivery %s cannot be read (%s); it is dropped", delivery_id, exc)
+                await self.settle(Delivery(delivery_id, "", "", "", ""))
+        return claimed
 
     async def pending(self, delivery_id: str) -> bool:
         return bool(await self._redis.exists(layout.WEBHOOK_DELIVERY_PREFIX + delivery_id))

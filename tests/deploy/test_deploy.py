@@ -192,6 +192,10 @@ def test_every_setting_is_read_from_its_ftapi_variable() -> None:
             env[var] = "4321"
         elif field.name == "cors_origins":
             env[var] = "https://probe.example"
+        elif field.name == "webhook_secret":
+            env[var] = "whsec_cHJvYmU="
+        elif field.name == "webhook_retry_s":
+            env[var] = "4321"
         elif field.name in ("backend", "deployment", "queue", "log_format"):
             choices = {"backend": "runpod", "deployment": "serverless", "queue": "redis", "log_format": "json"}
             env[var] = choices[field.name]
