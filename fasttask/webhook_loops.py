@@ -11,6 +11,7 @@ seam: `MemoryStore` here for the embedded queue, `redis.webhooks.RedisWebhookSto
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from abc import ABC, abstractmethod
@@ -178,7 +179,9 @@ class WebhookService:
         self._loops = loops
         self._metrics = metrics
         self._tasks: list[asyncio.Task[None]] = []
-        self._in_flight: set[asyncio.Task[None]] = set()
+        self._in_flight: dict[asyncio.Task[None], Delivery] = {}
+        self._sending: set[str] = set()
+        """Deliveries whose attempt is under way (an id stays when its attempt is cut short by shutdown)."""
         self._client: httpx.AsyncClient | None = None
 
     async def watch(self, job_id: str, spec: WebhookSpec) -> None:
@@ -193,7 +196,13 @@ class WebhookService:
         ]
 
     async def close(self) -> None:
-        await stop_tasks([*self._tasks, *self._in_flight])
+        in_flight = dict(self._in_flight)
+        await stop_tasks([*self._tasks, *in_flight])
+        # attempts cut short are due again at once, for the next process, rather than when their claim runs out
+        for delivery in in_flight.values():
+            if delivery.id in self._sending:
+                with contextlib.suppress(Exception):
+                    await self.store.retry(delivery, time.time())
         if self._client is not None:
             await self._client.aclose()
 
@@ -252,9 +261,12 @@ class WebhookService:
         claimed = await self.store.claim_deliveries(now, now + DELIVERY_LEASE_S, min(room, BATCH))
         for delivery in claimed:
             task = asyncio.create_task(self._deliver(delivery), name=f"ft-wh-{delivery.id}")
-            self._in_flight.add(task)
-            task.add_done_callback(self._in_flight.discard)
+            self._in_flight[task] = delivery
+            task.add_done_callback(self._forget)
         return None
+
+    def _forget(self, task: asyncio.Task[None]) -> None:
+        self._in_flight.pop(task, None)
 
     async def _deliver(self, delivery: Delivery) -> None:
         try:
@@ -271,7 +283,15 @@ class WebhookService:
             await store.retry(delivery, time.time() + AFTER_WAIT_S)  # not an attempt: its start comes first
             return
         assert self._client is not None
-        attempt = await send(self._client, delivery, self._keys, self._allow_private)
+        self._sending.add(delivery.id)
+        try:
+            attempt = await send(self._client, delivery, self._keys, self._allow_private)
+        except asyncio.CancelledError:
+            raise  # shutting down: it stays marked, and close() makes it due again
+        except BaseException:
+            self._sending.discard(delivery.id)
+            raise
+        self._sending.discard(delivery.id)
         delivery.attempts += 1
         more = attempt.status != 410 and delivery.attempts <= len(self._retry_s)
         outcome = "delivered" if attempt.delivered else "retried" if more else "gave_up"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -76,3 +77,18 @@ def test_api_processes_sharing_a_redis_send_each_delivery_once(cluster: Cluster,
     sent = sorted((item.event["data"]["id"], item.event["type"]) for item in received)
     assert sent == sorted((job_id, f"job.{event}") for job_id in jobs for event in events)
     assert len({item.headers["webhook-id"] for item in received}) == len(received) == 60
+
+
+def test_an_api_process_that_stops_mid_attempt_leaves_the_delivery_due(cluster: Cluster, receiver: Receiver) -> None:
+    receiver.delay_s = 5  # the attempt is under way when the process is told to stop
+    webhook_cluster(cluster)
+    api = cluster.api()
+    cluster.worker()
+    submit(api, {"input": {"n": 1}, "webhook": receiver.url})
+    delivery_id = receiver.wait_for(1)[0].headers["webhook-id"]
+    process = cluster.processes[0]
+    process.send_signal(signal.SIGTERM)
+    process.wait(30)
+    with cluster.client() as connection:
+        due = connection.zscore("fasttask:webhook:due", delivery_id)
+    assert due is not None and due <= time.time(), "due again at once, not when the claim would run out"

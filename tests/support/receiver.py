@@ -28,6 +28,8 @@ class Receiver:
     def __init__(self, answers: list[int] | None = None, then: int = 200) -> None:
         self.answers = list(answers or [])
         self.then = then
+        self.delay_s = 0.0
+        """How long each answer is held back (a slow receiver)."""
         self.received: list[Received] = []
         self._lock = threading.Lock()
         receiver = self
@@ -38,6 +40,8 @@ class Receiver:
                 with receiver._lock:
                     receiver.received.append(Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body))
                     status = receiver.answers.pop(0) if receiver.answers else receiver.then
+                    delay = receiver.delay_s
+                time.sleep(delay)
                 self.send_response(status)
                 if status in (301, 302, 307, 308):
                     self.send_header("Location", "/elsewhere")
