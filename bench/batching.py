@@ -10,7 +10,8 @@ as GPU work does) and runs one call at a time per process (a lock, as one GPU). 
 - fasttask batched, embedded: `POST /infer_batch` (`Batch(max_size=32, max_wait_ms=10)`), at the default
   concurrency (4 runner slots: up to 4 batches at once) and with FTAPI_CONCURRENCY=1 (one batch at a time,
   as Ray Serve's default `max_concurrent_batches=1`);
-- fasttask batched, Redis queue: the same endpoint, 1 API process + 1 worker on a fresh redis-server;
+- fasttask batched, Redis queue: the same endpoint, 1 API process + 1 worker on a fresh redis-server (a
+  worker that does not batch yet runs each job alone, and the row says so);
 - Ray Serve: `@serve.batch(max_batch_size=32, batch_wait_timeout_s=0.01)` on the same model
   (bench/apps/ray_batching.py, run by the Python of a venv of its own, --ray-python; bench/setup.sh makes it).
 
@@ -265,6 +266,8 @@ def measure(system: str, args: argparse.Namespace, logdir: Path) -> Row:
         if before is not None and after is not None and after[0] > before[0]:
             res["calls"] = after[0] - before[0]
             res["mean_batch"] = round((after[1] - before[1]) / res["calls"], 2)
+        elif system == "redis":
+            res["note"] = "the worker reports no fasttask_batch_size: it runs each job alone"
         row.result = res
         if system != "unbatched" and args.lone > 0:
             time.sleep(2)  # the jobs still in flight when the load stopped end first
@@ -283,7 +286,7 @@ def measure(system: str, args: argparse.Namespace, logdir: Path) -> Row:
 
 def notes(res: dict[str, Any]) -> str:
     keys = ("failed", "rejected", "bad_reads", "socket_errors", "http_errors")
-    out = [f"{k}={res[k]}" for k in keys if res.get(k)]
+    out = [f"{k}={res[k]}" for k in keys if res.get(k)] + ([res["note"]] if "note" in res else [])
     if "machine_busy_pct" in res:
         out.append(f"CPUs {res['machine_busy_pct']}% busy")
     return ", ".join(out)

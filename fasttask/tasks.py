@@ -250,8 +250,14 @@ def _signature_fields(fn: Callable[..., Any]) -> tuple[str | None, dict[str, tup
 
 
 def _per_job(fn: Callable[..., Any], name: str, annotation: Any) -> Any:
-    """The `T` of a batched task's `list[T]` parameter: what each job's request carries."""
+    """The `T` of a batched task's `list[T]` parameter: what each job's request carries. Constraints written
+    around the list (`Annotated[list[int], Field(ge=0)]`) hold for each job's value."""
     args = typing.get_args(annotation)
+    if typing.get_origin(annotation) is typing.Annotated:
+        per_job = _per_job(fn, name, args[0])
+        for meta in annotation.__metadata__:  # nested Annotated flattens: one metadata list, in order
+            per_job = typing.Annotated[per_job, meta]
+        return per_job
     if typing.get_origin(annotation) is list and len(args) == 1:
         return args[0]
     shown = annotation.__name__ if isinstance(annotation, type) else repr(annotation)

@@ -7,18 +7,18 @@ import asyncio
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any
 
 import httpx
 import pytest
+from pydantic import Field
 
 from fasttask import Batch, ConfigError, FastTaskAPI, JobProgress
 from fasttask.batching import BatchRun, wait_left_s
 from fasttask.runner import CallJob
 from fasttask.runpod.handler import RunpodWorker
 from fasttask.tasks import TaskDef
-
-from .conftest import LiveServer
+from tests.support.servers import LiveServer
 
 StartServer = Callable[[FastTaskAPI], LiveServer]
 
@@ -298,3 +298,17 @@ def test_in_runpod_mode_each_request_is_a_batch_of_one() -> None:
     assert ok == {"text": "hi", "n": 6.0}
     assert "ValueError: bad input bad2" in bad["error"]
     assert model.calls == [["hi"], ["bad2"]]
+
+
+def test_constraints_around_the_list_hold_for_each_job(live_server: StartServer) -> None:
+    app = FastTaskAPI(title="batching", queue="local")
+
+    @app.task_endpoint("/positive", batch=Batch(4, 0))
+    def positive(x: Annotated[list[int], Field(ge=0)]) -> list[int]:
+        return x
+
+    server = live_server(app)
+    with server.client() as client:
+        assert client.post("/positive", json={"x": -1}).status_code == 422
+        job_id = client.post("/positive", json={"x": 5}).json()["id"]
+        assert final(client, job_id)["result"] == 5
