@@ -312,3 +312,27 @@ def test_constraints_around_the_list_hold_for_each_job(live_server: StartServer)
         assert client.post("/positive", json={"x": -1}).status_code == 422
         job_id = client.post("/positive", json={"x": 5}).json()["id"]
         assert final(client, job_id)["result"] == 5
+
+
+def test_a_job_cancelled_during_the_call_ends_cancelled_and_the_others_finish(live_server: StartServer) -> None:
+    inside = threading.Event()
+    release = threading.Event()
+    app = FastTaskAPI(title="batching", queue="local", concurrency=1)
+
+    @app.task_endpoint("/wait", batch=Batch(3, 60_000))
+    def wait(x: list[int]) -> list[int]:
+        inside.set()
+        release.wait(30)
+        return [v + 1 for v in x]
+
+    server = live_server(app)
+    with server.client() as client:
+        ids = [client.post("/wait", json={"x": i}).json()["id"] for i in range(3)]
+        assert inside.wait(10)
+        assert client.post(f"/jobs/{ids[1]}/cancel").json()["status"] == "cancelled"
+        release.set()
+        jobs = [final(client, job_id) for job_id in ids]
+        (queue,) = client.get("/queues").json()["queues"]
+    assert (queue["queued"], queue["running"], queue["stopping"]) == (0, 0, 0)  # every count given back
+    assert [job["status"] for job in jobs] == ["finished", "cancelled", "finished"]
+    assert [jobs[0]["result"], jobs[1]["result"], jobs[2]["result"]] == [1, None, 3]
