@@ -72,7 +72,7 @@ class BatchRun:
         dropped: list[CallJob] = []
         while self._groups:
             running: list[CallJob] = []
-            for job in self._groups.popleft():
+            for job in self._groups.popleft():  # one look at each flag: another thread may set it meanwhile
                 if job.stop.is_set():
                     job.result, job.error = None, JobCancelled(f"job {job.job_id} was stopped")
                     dropped.append(job)
@@ -91,7 +91,7 @@ class BatchRun:
         """Take a call's end: the jobs it decided (none when it raised on several jobs, which run again in
         halves)."""
         self.current = None
-        if call.splits:
+        if call.raised is not None and call.splits:
             half = len(call.jobs) // 2
             self._groups.extendleft((call.jobs[half:], call.jobs[:half]))
             return []
@@ -110,6 +110,9 @@ class BatchRun:
                 decided(self._interrupted(call))
                 continue
             decided(self.record(call))
+            if not self._groups:  # the common end: no call raised, nothing left to run
+                self.current = None
+                return
 
     def run_here(self, decided: Decided, loop: asyncio.AbstractEventLoop | None = None) -> None:
         """Run every call in this thread (async tasks on `loop`, see `runner.run_call_here`)."""
@@ -122,6 +125,9 @@ class BatchRun:
                 decided(self._interrupted(call))
                 continue
             decided(self.record(call))
+            if not self._groups:
+                self.current = None
+                return
 
     def _next(self, decided: Decided) -> Call | None:
         call, dropped = self.next_call()

@@ -83,7 +83,18 @@ class CallJob:
 class Call:
     """One call of a task, for one or more jobs (see the module's docstring for several)."""
 
-    __slots__ = ("_running", "_timer", "jobs", "may_retry", "raised", "split_on_raise", "stop", "task", "timed_out")
+    __slots__ = (
+        "_running",
+        "_timer",
+        "jobs",
+        "may_retry",
+        "per_job",
+        "raised",
+        "split_on_raise",
+        "stop",
+        "task",
+        "timed_out",
+    )
 
     def __init__(self, task: TaskDef, jobs: Sequence[CallJob], may_retry: bool = False) -> None:
         if not jobs:
@@ -94,6 +105,8 @@ class Call:
         self.jobs = list(jobs)
         self.may_retry = may_retry
         self.timed_out = False
+        self.per_job = len(jobs) > 1 or task.batch is not None
+        """Parameters go in as lists and the result comes back as a list, one entry per job."""
         self.raised: Exception | None = None
         """What the call itself raised (then every job's error), as opposed to what it returned."""
         self.split_on_raise = False
@@ -105,17 +118,12 @@ class Call:
         self._timer: asyncio.TimerHandle | None = None
 
     @property
-    def per_job(self) -> bool:
-        """Parameters go in as lists and the result comes back as a list, one entry per job."""
-        return len(self.jobs) > 1 or self.task.batch is not None
-
-    @property
     def splits(self) -> bool:
         """The call raised on several jobs, not for a stop: `fasttask.batching` runs them again in halves."""
         raised = self.raised
-        return (
-            self.split_on_raise and len(self.jobs) > 1 and raised is not None and not isinstance(raised, JobCancelled)
-        )
+        if raised is None or isinstance(raised, JobCancelled):
+            return False
+        return self.split_on_raise and len(self.jobs) > 1
 
     def stop_job(self, job: CallJob) -> None:
         """Stop one job; once all of the call's jobs are stopped, interrupt the call."""
@@ -208,7 +216,7 @@ class Call:
             job.error = exc
 
     def _log_failures(self) -> None:
-        if self.splits:
+        if self.raised is not None and self.splits:
             return  # not these jobs' outcome yet: each is logged once its own call decides it
         for job in self.jobs:
             if job.error is not None and not job.stopped:

@@ -119,7 +119,8 @@ class LocalBroker(Broker):
     async def submit(self, task: TaskDef, params: dict[str, Any]) -> JobRecord:
         slots = self._slots
         slots.check_room(task)
-        job = _LocalJob(JobRecord(new_job_id(), task.path), task, params, slots.next_seq(), self._running_loop().time())
+        queued_at = self._running_loop().time() if task.batch is not None else 0.0  # only a batch waits for it
+        job = _LocalJob(JobRecord(new_job_id(), task.path), task, params, slots.next_seq(), queued_at)
         self._jobs[job.record.id] = job
         if job_log.isEnabledFor(logging.INFO):
             log_job(job.record, "queued")
@@ -174,6 +175,7 @@ class LocalBroker(Broker):
         started_at = utcnow()
         stats = self._metrics.stats(path) if self._metrics is not None else None
         logging_jobs = job_log.isEnabledFor(logging.INFO)
+        call_jobs = []
         for job in live:
             record = job.record
             record.status = JobStatus.RUNNING
@@ -184,9 +186,9 @@ class LocalBroker(Broker):
                 stats.started((started_at - record.created_at).total_seconds())
             if logging_jobs:
                 log_job(record, "started")
-            job.call_job = self._call_job(job, loop)
+            call_jobs.append(self._call_job(job, loop))
         observe = stats.observe_batch if stats is not None and task.batch is not None else None
-        run = BatchRun(task, [job.call_job for job in live if job.call_job is not None], observe=observe)
+        run = BatchRun(task, call_jobs, observe=observe)
         timer = None
         if task.timeout_s is not None:  # bounds the batch's calls, isolation's re-runs included
             timer = loop.call_later(task.timeout_s, self._time_out, live)
@@ -219,7 +221,8 @@ class LocalBroker(Broker):
                 self._notify(job)
 
         report = job.throttle.report if job.throttle is not None else None
-        return CallJob(job.record.id, job.params, report, on_output, store_file, job.stop)
+        job.call_job = CallJob(job.record.id, job.params, report, on_output, store_file, job.stop)
+        return job.call_job
 
     async def _run(
         self, task: TaskDef, jobs: list[_LocalJob], run: BatchRun, timer: asyncio.TimerHandle | None
@@ -258,7 +261,8 @@ class LocalBroker(Broker):
             if timer is not None:
                 timer.cancel()
             for job in jobs:
-                self._release(job)
+                if job.held:
+                    self._release(job)
                 job.run = job.call_job = job.throttle = None  # they refer back to the job: let it go
             # The slot frees only when the code really stopped: a cancelled sync task keeps its thread.
             self._slots.release()

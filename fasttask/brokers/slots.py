@@ -62,6 +62,8 @@ class Slots(Generic[J]):
         self._waiting: dict[str, deque[J]] = {}
         """Per endpoint, in arrival order; cancelled ones stay until they come up."""
         self._entries = 0  # in all of `_waiting`
+        self._sole: deque[J] | None = None
+        """`_waiting`'s one queue while it has one endpoint (the common case: no search for the oldest)."""
         self._forming: dict[str, _Forming[J]] = {}
         self._seq = itertools.count()
 
@@ -89,7 +91,11 @@ class Slots(Generic[J]):
         elif self.free > 0 and not self._entries:
             self._take(task, [job])
         else:
-            self._waiting.setdefault(path, deque()).append(job)
+            queue = self._waiting.get(path)
+            if queue is None:
+                queue = self._waiting[path] = deque()
+                self._sole = queue if len(self._waiting) == 1 else None
+            queue.append(job)
             self._entries += 1
 
     def cancelled(self, job: J) -> None:
@@ -110,9 +116,8 @@ class Slots(Generic[J]):
     def dispatch(self) -> None:
         waiting = self._waiting
         while self.free > 0 and self._entries:
-            if len(waiting) == 1:
-                queue = next(iter(waiting.values()))
-            else:  # the endpoint whose oldest waiting job came first: arrival order across endpoints
+            queue = self._sole
+            if queue is None:  # the endpoint whose oldest waiting job came first: arrival order across endpoints
                 queue = waiting[min((queue[0].seq, path) for path, queue in waiting.items() if queue)[1]]
             task = queue[0].task
             size = task.batch.max_size if task.batch is not None else 1
