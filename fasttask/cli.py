@@ -88,7 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fasttask", description="Serve and run fasttask apps.")
     parser.add_argument("--version", action="version", version=f"fasttask {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
-    serve_cmd = commands.add_parser("serve", help="run an API process (uvicorn); the local queue runs jobs too")
+    serve_cmd = commands.add_parser(
+        "serve", help="run an API process (uvicorn); with the embedded queue (FTAPI_QUEUE=local) it runs the jobs too"
+    )
     serve_cmd.add_argument("app", help="MODULE:APP, e.g. service:app")
     serve_cmd.add_argument("--host", default=None, help="bind address (default FTAPI_HOST or 127.0.0.1)")
     serve_cmd.add_argument("--port", type=int, default=None, help="port (default FTAPI_PORT or 8000)")

@@ -4,7 +4,7 @@
   x InvalidInput 422        x JobNotFound 404       x JobAlreadyFinal 409
   x QueueFull 429 (+Retry-After)                    x PayloadTooLarge 413
   x UnsupportedMediaType 415                        x RangeNotSatisfiable 416
-  x Unauthorized 401        x BackendUnavailable 503 > StorageUnavailable
+  x Unauthorized 401        x BackendUnavailable 503 > QueueUnavailable, StorageUnavailable
   x ConfigError (start-up only)
 * RequestValidationFailed 422 (a request's parameters, as FastAPI's field-error list)
 * JobCancelled (raised inside a task whose job was cancelled or timed out)
@@ -85,9 +85,16 @@ class Unauthorized(FastTaskError):
 
 
 class BackendUnavailable(FastTaskError):
-    """Raised when the queue backend (Redis) cannot be reached."""
+    """Raised when something the service depends on cannot be reached: answered with 503.
+
+    Its name stays for the clients that catch it; everywhere else the word means the serving runtime
+    (FTAPI_BACKEND). The subclasses say what is away."""
 
     status_code = 503
+
+
+class QueueUnavailable(BackendUnavailable):
+    """Raised when the Redis queue cannot be reached or cannot take writes now."""
 
 
 class StorageUnavailable(BackendUnavailable):

@@ -54,7 +54,7 @@ def isoformat(moment: datetime | None) -> str | None:
 
 @dataclass
 class JobRecord:
-    """A job's state as every backend keeps it. `result` is already JSON-ready."""
+    """A job's state as every queue keeps it. `result` is already JSON-ready."""
 
     id: str
     endpoint: str

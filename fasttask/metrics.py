@@ -34,7 +34,7 @@ from .errors import BackendUnavailable, FastTaskError, QueueFull, RequestValidat
 from .jobs import FINAL_STATUSES, JobStatus
 
 if TYPE_CHECKING:
-    from .brokers.base import QueueInfo
+    from .brokers.views import QueueInfo
     from .loops import LoopHealth
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -202,7 +202,7 @@ class HttpMetrics:
 
 
 class QueueSnapshot:
-    """Queue gauges as read from the broker just before a scrape (nothing when the backend was unreachable)."""
+    """Queue gauges as read from the queue's views just before a scrape (nothing when the queue was unreachable)."""
 
     def __init__(self) -> None:
         self.queues: list[QueueInfo] = []

@@ -1,10 +1,10 @@
 """The dashboard's charts: the last minutes of each endpoint, minute by minute.
 
 Nothing new is counted for them. An API process samples what it already has every few seconds: the queue
-depth from its broker, and, when it runs the jobs itself (the embedded queue), the cumulative counters and
+depth from its queue's views, and, when it runs the jobs itself (the embedded queue), the cumulative counters and
 wait/run histograms of `metrics.JobMetrics`; a minute's figures are the difference between the counters at
-its start and at the next minute's. With the Redis queue the jobs end in worker processes, so the broker
-reads the ended jobs' counts and times from RQ's registries instead (`Broker.history`).
+its start and at the next minute's. With the Redis queue the jobs end in worker processes, so its views
+read the ended jobs' counts and times from RQ's registries instead (`JobViews.history`).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import FastTaskError
 
 if TYPE_CHECKING:
-    from .brokers.base import Broker, QueueInfo
+    from .brokers.views import JobViews, QueueInfo
     from .metrics import JobMetrics
 
 logger = logging.getLogger("fasttask")
@@ -104,13 +104,13 @@ class Timeline:
         for old in [m for m in self._base if m <= minute - self.minutes - 1]:
             del self._base[old]
 
-    async def run(self, broker: Broker) -> None:
+    async def run(self, views: JobViews) -> None:
         """Sample every SAMPLE_S seconds until cancelled."""
         while True:
             try:
-                self.sample(await broker.queues())
+                self.sample(await views.queues())
             except FastTaskError:
-                pass  # the backend is away: no depth for now, the counters are sampled next time
+                pass  # the queue is unreachable: no depth for now, the counters are sampled next time
             except Exception:
                 logger.exception("sampling the dashboard's charts failed")
             await asyncio.sleep(SAMPLE_S)

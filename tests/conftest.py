@@ -1,55 +1,20 @@
+"""Fixtures every folder of the suite uses: servers on loopback (uvicorn, redis-server, moto's S3, a file
+server), the queue under test, workers in threads. A folder's own fixtures are in its conftest.py."""
+
 from __future__ import annotations
 
 import os
-import socket
-import threading
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import httpx
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 
 from fasttask import FastTaskAPI
-
-from .redis_server import RedisServer
-from .servers import S3_CREDENTIALS, FileServer, start_s3_server
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class LiveServer:
-    """A real uvicorn server on loopback, in a thread of the test process."""
-
-    def __init__(self, app: FastTaskAPI) -> None:
-        self.app = app
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", ws="none", lifespan="on")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> LiveServer:
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("the test server did not start")
-            time.sleep(0.01)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
-
-    def client(self, **kwargs: Any) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=30, **kwargs)
+from tests.support.browser import CHROMEDRIVER, CHROMIUM, FLAGS
+from tests.support.redis_server import RedisServer
+from tests.support.servers import S3_CREDENTIALS, FileServer, LiveServer, free_port, start_s3_server
+from tests.support.worker import WorkerThread
 
 
 @pytest.fixture
@@ -95,22 +60,6 @@ def redis_url(redis_server: RedisServer) -> str:
     with redis.Redis.from_url(redis_server.url) as connection:
         connection.flushall()
     return redis_server.url
-
-
-class WorkerThread:
-    """A fasttask worker running in a thread of the test process (it shares the tests' probes)."""
-
-    def __init__(self, app: FastTaskAPI, redis_url: str, **options: Any) -> None:
-        from fasttask.worker import Worker
-
-        self.worker = Worker(app, redis_url, install_signals=False, grace_s=options.pop("grace_s", 1.0), **options)
-        self.thread = threading.Thread(target=self.worker.run, name="test-worker", daemon=True)
-        self.thread.start()
-
-    def stop(self) -> None:
-        self.worker.stop()
-        self.thread.join(15)
-        assert not self.thread.is_alive(), "the worker did not stop"
 
 
 @pytest.fixture
@@ -179,3 +128,21 @@ def bucket(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
     name = f"test-{os.urandom(4).hex()}"
     boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket=name)
     return name
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    """A headless Chromium driven by selenium (tests that take it skip when Chromium is not installed)."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in FLAGS:
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    driver.set_page_load_timeout(20)
+    try:
+        yield driver
+    finally:
+        driver.quit()

@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 
 from fasttask import ConfigError, Settings, __version__
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support import ROOT
 
 BLOCKER = textwrap.dedent(
     """

@@ -14,28 +14,12 @@ import pytest
 from fastapi.testclient import TestClient
 
 from fasttask import FastTaskAPI
-
-from .apps import Probe, make_app
+from tests.support.apps import Probe, make_app
+from tests.support.jobs import final, submit
 
 ClientFor = Callable[[FastTaskAPI], TestClient]
 Serve = Callable[..., TestClient]
 ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
-
-
-def submit(client: TestClient, path: str, **kwargs: Any) -> dict[str, Any]:
-    response = client.post(path, **kwargs)
-    assert response.status_code == 202, response.text
-    job: dict[str, Any] = response.json()
-    assert response.headers["location"] == f"/jobs/{job['id']}"
-    return job
-
-
-def final(client: TestClient, job_id: str) -> dict[str, Any]:
-    response = client.get(f"/jobs/{job_id}", params={"wait": 10})
-    assert response.status_code == 200
-    job: dict[str, Any] = response.json()
-    assert job["status"] in ("finished", "failed", "cancelled", "timeout"), job
-    return job
 
 
 @pytest.fixture

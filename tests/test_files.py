@@ -11,8 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from fasttask import FastTaskAPI
-
-from .apps import make_app
+from tests.support.apps import make_app
 
 ClientFor = Callable[[FastTaskAPI], TestClient]
 Serve = Callable[..., TestClient]

@@ -21,12 +21,10 @@ from fastapi.testclient import TestClient
 
 from fasttask import FastTaskAPI, Settings
 from fasttask.logs import MASK, JsonFormatter, MaskingFormatter, Redactor, formatter, log_job_error
-
-from .apps import make_app
-from .conftest import free_port
-from .observability_app import build
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support import ROOT
+from tests.support.apps import make_app
+from tests.support.observability_app import build
+from tests.support.servers import free_port
 
 
 def wait_for(condition: Callable[[], Any], timeout_s: float, what: str) -> Any:
@@ -188,7 +186,8 @@ def test_a_worker_at_debug_level_with_storage_logs_no_credential(
         "FTAPI_S3_INLINE_KB": "1",
         "PYTHONPATH": str(ROOT),
     }
-    command = ["fasttask", "worker", "tests.cluster_app:app", "--endpoints", "/echo_file", "--log-level", "debug"]
+    app = "tests.support.cluster_app:app"
+    command = ["fasttask", "worker", app, "--endpoints", "/echo_file", "--log-level", "debug"]
     with log.open("wb") as out:
         worker = subprocess.Popen([sys.executable, "-m", *command], env=env, cwd=ROOT, stdout=out, stderr=out)
     try:
@@ -238,7 +237,7 @@ def serve_subprocess(tmp_path: Path) -> Iterator[Callable[[dict[str, str]], tupl
         env.pop("FTAPI_REDIS_URL", None)
         with log.open("wb") as out:
             process = subprocess.Popen(
-                [sys.executable, "-m", "fasttask", "serve", "tests.observability_app:app", "--port", str(port)],
+                [sys.executable, "-m", "fasttask", "serve", "tests.support.observability_app:app", "--port", str(port)],
                 env=env,
                 cwd=ROOT,
                 stdout=out,
@@ -285,7 +284,7 @@ def test_a_redis_worker_logs_why_a_job_failed(
     env = {**os.environ, "FTAPI_REDIS_URL": redis_url, "FTAPI_LOG_FORMAT": kind, "PYTHONPATH": str(ROOT)}
     with log.open("wb") as out:
         worker = subprocess.Popen(
-            [sys.executable, "-m", "fasttask", "worker", "tests.observability_app:app", "--grace", "1"],
+            [sys.executable, "-m", "fasttask", "worker", "tests.support.observability_app:app", "--grace", "1"],
             env=env,
             cwd=ROOT,
             stdout=out,

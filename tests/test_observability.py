@@ -1,7 +1,7 @@
 """Observability in one process: /metrics (parsed with prometheus_client's parser), GET /jobs, JSON logs.
 
 The counter and listing tests run on both queues (the Redis one with a worker in a thread, which counts its
-jobs in the worker's own metrics: see tests/test_observability_cluster.py for the sum across processes)."""
+jobs in the worker's own metrics: see tests/redis/test_observability_cluster.py for the sum across processes)."""
 
 from __future__ import annotations
 
@@ -17,29 +17,12 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from prometheus_client.parser import text_string_to_metric_families
 
 from fasttask import FastTaskAPI
-
-from .conftest import free_port
-from .observability_app import build
-
-ROOT = Path(__file__).resolve().parent.parent
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-
-
-def scrape(text: str) -> Samples:
-    """Every fasttask sample of a /metrics answer, keyed by (name, sorted labels)."""
-    samples: Samples = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name.startswith("fasttask_"):
-                samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-    return samples
-
-
-def value(samples: Samples, name: str, **labels: str) -> float:
-    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+from tests.support import ROOT
+from tests.support.metrics import Samples, scrape, value
+from tests.support.observability_app import build
+from tests.support.servers import free_port
 
 
 def metrics(client: TestClient | httpx.Client) -> Samples:
@@ -75,7 +58,7 @@ def test_counters_move_by_exactly_the_jobs_run_embedded(client_for: Callable[[Fa
     held = [client.post("/limited").json()["id"] for _ in range(2)]  # the one runner is busy: they wait
     assert client.post("/limited").status_code == 429
     assert client.post("/echo", json={"n": "not a number"}).status_code == 422
-    for job_id in [sleeper, *held]:
+    for job_id in [*held, sleeper]:  # the waiting ones first: a freed runner would start and end them
         assert client.post(f"/jobs/{job_id}/cancel").status_code == 200
     after = metrics(client)
 
@@ -258,7 +241,7 @@ def json_logged_server(tmp_path: Path) -> Iterator[tuple[str, Path, dict[str, st
     env.pop("FTAPI_REDIS_URL", None)
     with log.open("wb") as out, open(tmp_path / "serve.err", "wb") as err:
         process = subprocess.Popen(
-            [sys.executable, "-m", "fasttask", "serve", "tests.observability_app:app", "--port", str(port)],
+            [sys.executable, "-m", "fasttask", "serve", "tests.support.observability_app:app", "--port", str(port)],
             env=env,
             cwd=ROOT,
             stdout=out,

@@ -11,8 +11,7 @@ from fastapi.testclient import TestClient
 from fasttask import FastTaskAPI
 from fasttask.metrics import JOB_BUCKETS
 from fasttask.series import MINUTES, bucket_quantile, percentile
-
-from .observability_app import build
+from tests.support.observability_app import build
 
 
 def ended(client: TestClient, job_id: str) -> dict[str, Any]:

@@ -22,8 +22,7 @@ from fasttask import FastTaskAPI, MediaFile, Settings
 from fasttask.errors import StorageUnavailable
 from fasttask.redis import codec as redis_broker
 from fasttask.storage import AccessKeys, ObjectStore
-
-from .apps import make_app
+from tests.support.apps import make_app
 
 CONTENT = os.urandom(300_000)
 

@@ -15,10 +15,9 @@ from fastapi.testclient import TestClient
 
 from fasttask import FastTaskAPI, PayloadTooLarge, fetch
 from fasttask.fetch import UrlRefused, checked_address, download, refusal
-
-from .apps import make_app
-from .servers import FILE_CONTENT as CONTENT
-from .servers import FileServer
+from tests.support.apps import make_app
+from tests.support.servers import FILE_CONTENT as CONTENT
+from tests.support.servers import FileServer
 
 
 @pytest.fixture

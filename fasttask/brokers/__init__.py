@@ -1,4 +1,5 @@
-"""Queue backends. HTTP routes talk only to the `Broker` seam; each backend is one implementation."""
+"""The queues. HTTP routes talk to two seams: a `Broker` (what a queue does with jobs) and its `views`
+(`JobViews`: read-only answers for `/queues`, `GET /jobs` and the dashboard). Each queue implements both."""
 
 from __future__ import annotations
 
@@ -8,13 +9,14 @@ from typing import TYPE_CHECKING
 from ..errors import ConfigError
 from ..settings import Settings
 from ..tasks import TaskDef
-from .base import Broker, JobEvent, JobPage, QueueInfo, WorkerInfo
+from .base import Broker, JobEvent
+from .views import JobPage, JobViews, QueueInfo, WorkerInfo
 
 if TYPE_CHECKING:
     from ..app import FastTaskAPI
     from ..metrics import JobMetrics
 
-__all__ = ["Broker", "JobEvent", "JobPage", "QueueInfo", "WorkerInfo", "create_broker"]
+__all__ = ["Broker", "JobEvent", "JobPage", "JobViews", "QueueInfo", "WorkerInfo", "create_broker"]
 
 
 def create_broker(

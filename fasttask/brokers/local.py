@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import heapq
 import logging
-import os
 import threading
-import time
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -25,17 +22,8 @@ from ..progress import ProgressThrottle
 from ..runner import Call, CallJob, error_info, run_call
 from ..settings import Settings
 from ..tasks import TaskDef
-from .base import (
-    Broker,
-    JobEvent,
-    JobPage,
-    QueueInfo,
-    ResultFile,
-    WorkerInfo,
-    activity_us,
-    decode_cursor,
-    encode_cursor,
-)
+from .base import Broker, JobEvent, ResultFile
+from .local_views import LocalViews, RecentCounts
 
 DEFAULT_CONCURRENCY = 4
 
@@ -57,29 +45,6 @@ class _LocalJob:
     """Cancelled or timed out while running, and its code has not returned yet."""
 
 
-class RecentCounts:
-    """Final jobs per endpoint and status in one-second slots, for the dashboard's recent throughput."""
-
-    def __init__(self, keep_s: int = 300) -> None:
-        self._slots: deque[tuple[int, Counter[tuple[str, str]]]] = deque(maxlen=keep_s)
-
-    def add(self, endpoint: str, status: JobStatus) -> None:
-        second = int(time.monotonic())
-        if not self._slots or self._slots[-1][0] != second:
-            self._slots.append((second, Counter()))
-        self._slots[-1][1][(endpoint, status.value)] += 1
-
-    def counts(self, window_s: float) -> dict[str, dict[str, int]]:
-        since = time.monotonic() - window_s
-        out: dict[str, dict[str, int]] = {}
-        for second, counts in self._slots:
-            if second >= since:
-                for (endpoint, status), n in counts.items():
-                    per = out.setdefault(endpoint, {})
-                    per[status] = per.get(status, 0) + n
-        return out
-
-
 class LocalBroker(Broker):
     """Runs jobs in this process: sync tasks on a fixed pool of threads, async tasks on the event loop.
 
@@ -94,7 +59,6 @@ class LocalBroker(Broker):
         setup: Callable[[], Awaitable[None]] | None = None,
         metrics: JobMetrics | None = None,
     ) -> None:
-        self._tasks = tasks
         self._metrics = metrics
         self._recent = RecentCounts()
         self._running_ids: set[str] = set()
@@ -109,6 +73,9 @@ class LocalBroker(Broker):
         self._free_slots = self._concurrency
         self._executor: ThreadPoolExecutor | None = None
         self.loops = LoopHealth()  # none yet: jobs are purged by timers, not by a loop
+        # the views hold these very containers, so they must be changed in place, never rebound
+        counts = (self._waiting_count, self._running_count, self._stopping_count)
+        self.views = LocalViews(tasks, self._concurrency, self._jobs, counts, self._running_ids, self._recent)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ready = False
 
@@ -185,55 +152,6 @@ class LocalBroker(Broker):
             raise JobNotFound(f"{job_id}/files/{index}")
         media = job.files[index]
         return ResultFile(media.file_name, media.content_type, media.size, media.iter_range)
-
-    async def queues(self) -> list[QueueInfo]:
-        worker = {"name": f"embedded-{os.getpid()}", "concurrency": self._concurrency}
-        return [
-            QueueInfo(
-                path,
-                self._waiting_count[path],
-                self._running_count[path],
-                task.queue_size,
-                [worker],
-                self._stopping_count[path],
-            )
-            for path, task in self._tasks.items()
-        ]
-
-    async def list_jobs(
-        self, endpoint: str | None, status: JobStatus | None, limit: int, cursor: str | None
-    ) -> JobPage:
-        after = decode_cursor(cursor)
-        records = (
-            job.record
-            for job in self._jobs.values()
-            if (endpoint is None or job.record.endpoint == endpoint) and (status is None or job.record.status is status)
-        )
-        keyed = ((activity_us(record), record.id, record) for record in records)
-        if after is not None:
-            keyed = (item for item in keyed if (item[0], item[1]) < after)
-        page = heapq.nlargest(limit + 1, keyed, key=lambda item: (item[0], item[1]))
-        more = len(page) > limit
-        page = page[:limit]
-        next_cursor = encode_cursor(page[-1][0], page[-1][1]) if more else None
-        return JobPage([record for _, _, record in page], next_cursor)
-
-    async def workers(self) -> list[WorkerInfo]:
-        running = sorted(self._running_ids)
-        return [
-            WorkerInfo(
-                name=f"embedded-{os.getpid()}",
-                endpoints=list(self._tasks),
-                state="busy" if running else "idle",
-                current_jobs=running,
-                last_heartbeat=utcnow(),
-                pid=os.getpid(),
-                hostname=_hostname(),
-            )
-        ]
-
-    async def recent(self, window_s: float) -> dict[str, dict[str, int]]:
-        return self._recent.counts(window_s)
 
     # -- internals ---------------------------------------------------------------------------------
     def _job(self, job_id: str) -> _LocalJob:
@@ -391,9 +309,3 @@ class LocalBroker(Broker):
         if self._loop is None:
             raise RuntimeError("the broker was not started")
         return self._loop
-
-
-def _hostname() -> str:
-    import socket
-
-    return socket.gethostname()

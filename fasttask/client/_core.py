@@ -47,7 +47,8 @@ class ClientSettings:
     retry_429_s: float = 60.0
     """How long a request refused with 429 (queue full) is retried, after each Retry-After."""
     retry_503_s: float = 30.0
-    """How long a request refused with 503 (backend unreachable) is retried, with exponential backoff."""
+    """How long a request refused with 503 (the service's queue or storage unreachable) is retried, with
+    exponential backoff."""
 
     def __post_init__(self) -> None:
         parts = urlsplit(self.base_url)

@@ -81,7 +81,7 @@ class QueueFullError(APIError, service.QueueFull):
 
 
 class BackendUnavailableError(APIError, service.BackendUnavailable):
-    """503 (once the client's retries ran out): the service's queue backend cannot be reached."""
+    """503 (once the client's retries ran out): the service's Redis queue or its object storage cannot be reached."""
 
 
 _BY_STATUS: dict[int, type[APIError]] = {

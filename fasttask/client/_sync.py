@@ -121,9 +121,9 @@ class Client:
     """A client of a fasttask service.
 
     `Client("http://127.0.0.1:8000", api_key=...)`: a 429 (queue full) is retried after its Retry-After for up
-    to `retry_429_s` seconds in all, a 503 (backend unreachable) with exponential backoff for up to
-    `retry_503_s`; `timeout` bounds each request (a long poll waits that much longer). Safe to share between
-    threads; close it, or use it as a context manager.
+    to `retry_429_s` seconds in all, a 503 (the service's queue or storage unreachable) with exponential backoff
+    for up to `retry_503_s`; `timeout` bounds each request (a long poll waits that much longer). Safe to share
+    between threads; close it, or use it as a context manager.
     """
 
     def __init__(

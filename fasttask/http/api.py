@@ -71,6 +71,7 @@ def build_api(service: FastTaskAPI) -> FastAPI:
     settings = service.settings
     metrics = Metrics(service.tasks) if settings.metrics else None
     broker = create_broker(settings, service.tasks, service, metrics.jobs if metrics is not None else None)
+    views = broker.views  # the read-only seam: /queues, GET /jobs, /metrics' gauges, the dashboard
     if metrics is not None:
         metrics.watch_loops(broker.loops)
     limits = input_limits(settings)
@@ -80,7 +81,7 @@ def build_api(service: FastTaskAPI) -> FastAPI:
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         configure_api_logging(settings)
         await broker.start()
-        sampler = asyncio.create_task(timeline.run(broker), name="fasttask-chart-sampler")  # the dashboard's charts
+        sampler = asyncio.create_task(timeline.run(views), name="fasttask-chart-sampler")  # the dashboard's charts
         try:
             yield
         finally:
@@ -89,6 +90,7 @@ def build_api(service: FastTaskAPI) -> FastAPI:
 
     api = FastAPI(title=service.title, lifespan=lifespan, docs_url=None, redoc_url=None)  # /docs: openapi.py
     api.state.broker = broker
+    api.state.views = views
     api.state.metrics = metrics
     _install_error_handlers(api)
     table = RouteTable(
@@ -96,8 +98,8 @@ def build_api(service: FastTaskAPI) -> FastAPI:
             *(route for task in service.tasks.values() for route in task_routes(broker, task, limits, metrics)),
             *(Route(path, fn, tuple(methods), bound_body=True) for path, fn, methods in service.plain_endpoints),
             *job_routes(broker, limits),
-            *probe_routes(broker),
-            *observability_routes(broker, metrics, list(service.tasks), timeline),
+            *probe_routes(broker, views),
+            *observability_routes(views, metrics, list(service.tasks), timeline),
             *docs_routes(),
         ]
     )

@@ -1,6 +1,6 @@
 """The fixed parts of the OpenAPI document: the job JSON, errors, pages and the shared responses.
 
-They describe what `jobs.py`, `responses.py` and the brokers' `to_json` methods produce; docs/http-api.md
+They describe what `jobs.py`, `responses.py` and the views' `to_json` methods produce; docs/http-api.md
 describes the same shapes in prose.
 """
 
@@ -177,7 +177,7 @@ RESPONSES: dict[str, dict[str, Any]] = {
         "The endpoint's queue is full (queue_size jobs waiting)",
         headers={"Retry-After": {"schema": {"type": "integer"}, "description": "seconds to wait before retrying"}},
     ),
-    "Unavailable": _error("The queue backend (Redis) is unreachable; the service recovers by itself"),
+    "Unavailable": _error("The Redis queue or object storage is unreachable; the service recovers by itself"),
 }
 
 CODES = {

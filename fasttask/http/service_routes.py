@@ -8,8 +8,8 @@ from importlib import resources
 from fastapi import Query
 from starlette.responses import Response
 
-from ..brokers import Broker
-from ..brokers.base import MAX_PAGE
+from ..brokers import Broker, JobViews
+from ..brokers.views import MAX_PAGE
 from ..errors import FastTaskError, RequestValidationFailed
 from ..jobs import JobStatus, isoformat, utcnow
 from ..metrics import CONTENT_TYPE, Metrics
@@ -27,7 +27,7 @@ DASHBOARD_CSP = (
 )
 
 
-def probe_routes(broker: Broker) -> list[Route]:
+def probe_routes(broker: Broker, views: JobViews) -> list[Route]:
     async def health() -> Response:
         return json_response({"status": "ok"})
 
@@ -37,10 +37,10 @@ def probe_routes(broker: Broker) -> list[Route]:
         loops = broker.loops.snapshot()
         if await broker.ready():
             return json_response({"status": "ready", "loops": loops})
-        return json_response({"detail": "the queue backend is not ready", "loops": loops}, 503)
+        return json_response({"detail": "the queue is not ready", "loops": loops}, 503)
 
     async def queues() -> Response:
-        return json_response({"queues": [info.to_json() for info in await broker.queues()]})
+        return json_response({"queues": [info.to_json() for info in await views.queues()]})
 
     service = ("service",)
     return [
@@ -58,10 +58,10 @@ def probe_routes(broker: Broker) -> list[Route]:
             ready,
             ("GET",),
             tags=service,
-            summary="Readiness: the queue backend is reachable",
+            summary="Readiness: the queue is reachable",
             responses={
-                "200": json_body("The queue backend is reachable", ref("ServiceState")),
-                "503": json_body("The queue backend is not reachable", ref("Error")),
+                "200": json_body("The queue is reachable", ref("ServiceState")),
+                "503": json_body("The queue is not reachable", ref("Error")),
             },
             open_paths=("/ready",),
         ),
@@ -77,7 +77,7 @@ def probe_routes(broker: Broker) -> list[Route]:
 
 
 def observability_routes(
-    broker: Broker, metrics: Metrics | None, endpoints: list[str], timeline: Timeline
+    views: JobViews, metrics: Metrics | None, endpoints: list[str], timeline: Timeline
 ) -> list[Route]:
     async def list_jobs(
         endpoint: str | None = None,
@@ -88,7 +88,7 @@ def observability_routes(
         if endpoint is not None and endpoint not in endpoints:
             error = {"type": "enum", "loc": ["query", "endpoint"], "input": endpoint}
             raise RequestValidationFailed([{**error, "msg": f"Input should be one of {', '.join(endpoints)}"}])
-        page = await broker.list_jobs(endpoint, status, limit, cursor)
+        page = await views.list_jobs(endpoint, status, limit, cursor)
         return json_response(page.to_json())
 
     routes = [
@@ -107,8 +107,8 @@ def observability_routes(
         async def metrics_route() -> Response:
             assert counted.queues is not None
             try:
-                counted.queues.queues = await broker.queues()
-            except FastTaskError:  # the backend is away: counters still, no queue gauges
+                counted.queues.queues = await views.queues()
+            except FastTaskError:  # the queue is unreachable: counters still, no queue gauges
                 counted.queues.queues = []
             return Response(counted.render(), media_type=CONTENT_TYPE)
 
@@ -123,10 +123,10 @@ def observability_routes(
                 responses={"200": text},
             )
         )
-    return routes + dashboard_routes(broker, timeline)
+    return routes + dashboard_routes(views, timeline)
 
 
-def dashboard_routes(broker: Broker, timeline: Timeline) -> list[Route]:
+def dashboard_routes(views: JobViews, timeline: Timeline) -> list[Route]:
     package = resources.files("fasttask") / "dashboard"
     page = (package / "index.html").read_bytes()
     assets = {name: (package / name).read_bytes() for name in DASHBOARD_FILES}
@@ -136,9 +136,7 @@ def dashboard_routes(broker: Broker, timeline: Timeline) -> list[Route]:
         return Response(page, media_type="text/html; charset=utf-8", headers=headers)
 
     async def dashboard_state() -> Response:
-        queues, workers, recent = await asyncio.gather(
-            broker.queues(), broker.workers(), broker.recent(RECENT_WINDOW_S)
-        )
+        queues, workers, recent = await asyncio.gather(views.queues(), views.workers(), views.recent(RECENT_WINDOW_S))
         now = utcnow()
         return json_response(
             {
@@ -151,7 +149,7 @@ def dashboard_routes(broker: Broker, timeline: Timeline) -> list[Route]:
 
     async def dashboard_series() -> Response:
         """The charts' data, minute by minute: see docs/http-api.md."""
-        queues, history = await asyncio.gather(broker.queues(), broker.history(timeline.minutes))
+        queues, history = await asyncio.gather(views.queues(), views.history(timeline.minutes))
         timeline.sample(queues)
         return json_response(series_json(timeline, history))
 

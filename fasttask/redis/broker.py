@@ -19,14 +19,13 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import OutOfMemoryError, ReadOnlyError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from ..brokers.base import Broker, JobEvent, JobPage, QueueInfo, ResultFile, WorkerInfo
-from ..errors import BackendUnavailable, JobAlreadyFinal, JobNotFound, QueueFull
+from ..brokers.base import Broker, JobEvent, ResultFile
+from ..errors import JobAlreadyFinal, JobNotFound, QueueFull, QueueUnavailable, StorageUnavailable
 from ..files import close_files, iter_files
 from ..jobs import JobRecord, JobStatus, new_job_id, utcnow
 from ..logs import job_log, log_job
 from ..loops import Backoff, LoopHealth, run_forever, stop_tasks
 from ..metrics import JobMetrics
-from ..series import MinuteStats
 from ..settings import Settings
 from ..storage import ObjectStore
 from ..tasks import TaskDef
@@ -74,7 +73,7 @@ class RedisBroker(Broker):
         # RQ's own code is sync: it builds job records (no I/O) and runs the cleanup (in a thread) with this
         self._rq_connection = SyncRedis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=10)
         self._queues = {path: layout.queue_name(path) for path in tasks}
-        self._views = RedisViews(self._redis, self._queues, tasks, self._guard)
+        self.views = RedisViews(self._redis, self._queues, tasks, self._guard)
         self._settings = settings
         self._store = ObjectStore(settings) if settings.s3_bucket else None
         self._submit = self._redis.register_script(scripts.SUBMIT)
@@ -200,28 +199,11 @@ class RedisBroker(Broker):
         name, kind = fields[b"file_name"].decode(), fields[b"content_type"].decode()
         if b"object" in fields:
             if self._store is None:
-                raise BackendUnavailable("this result file is in object storage, which this process is not set up for")
+                raise StorageUnavailable("this result file is in object storage, which this process is not set up for")
             key, store = fields[b"object"].decode(), self._store
             return ResultFile(name, kind, int(fields[b"size"]), lambda start, end: store.read_range(key, start, end))
         content = fields[b"content"]
         return ResultFile(name, kind, len(content), lambda start, end: iter((content[start:end],)))
-
-    async def queues(self) -> list[QueueInfo]:
-        return await self._views.queues()
-
-    async def list_jobs(
-        self, endpoint: str | None, status: JobStatus | None, limit: int, cursor: str | None
-    ) -> JobPage:
-        return await self._views.list_jobs(endpoint, status, limit, cursor)
-
-    async def workers(self) -> list[WorkerInfo]:
-        return await self._views.workers()
-
-    async def recent(self, window_s: float) -> dict[str, dict[str, int]]:
-        return await self._views.recent(window_s)
-
-    async def history(self, minutes: int) -> dict[str, list[MinuteStats | None]]:
-        return await self._views.history(minutes)
 
     # -- internals ---------------------------------------------------------------------------------
     async def _read(self, job_id: str) -> JobRecord | None:
@@ -336,12 +318,12 @@ class RedisBroker(Broker):
             return await call
         except _OFFLINE as exc:
             self._registered_queues = False
-            raise BackendUnavailable(f"the queue backend (Redis) is unreachable: {exc}") from None
+            raise QueueUnavailable(f"the Redis queue is unreachable: {exc}") from None
         except (OutOfMemoryError, ReadOnlyError) as exc:
-            raise BackendUnavailable(f"the queue backend (Redis) cannot take writes now: {exc}") from None
+            raise QueueUnavailable(f"the Redis queue cannot take writes now: {exc}") from None
         except ResponseError as exc:
             if str(exc).startswith(("OOM", "READONLY")):  # raised by a command inside a Lua script
-                raise BackendUnavailable(f"the queue backend (Redis) cannot take writes now: {exc}") from None
+                raise QueueUnavailable(f"the Redis queue cannot take writes now: {exc}") from None
             raise
 
 

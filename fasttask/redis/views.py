@@ -1,6 +1,7 @@
-"""Read-only views of a Redis-queue cluster: `/queues`, `GET /jobs`, workers and recent counts.
+"""The Redis queue's read-only views: `/queues`, `GET /jobs`, workers, recent counts and the charts' history.
 
-Part of `RedisBroker` (which hands its connection and its error guard over); nothing here writes.
+`RedisBroker` makes them with its connection and its error guard and hands them out as its `views`; nothing
+here writes.
 """
 
 from __future__ import annotations
@@ -13,7 +14,16 @@ from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 
-from ..brokers.base import JobPage, QueueInfo, WorkerInfo, activity_us, decode_cursor, encode_cursor, unix_us
+from ..brokers.views import (
+    JobPage,
+    JobViews,
+    QueueInfo,
+    WorkerInfo,
+    activity_us,
+    decode_cursor,
+    encode_cursor,
+    unix_us,
+)
 from ..jobs import JobRecord, JobStatus
 from ..series import MINUTE_S, MinuteStats, percentile
 from ..tasks import TaskDef
@@ -23,14 +33,14 @@ from .codec import RECORD_FIELDS, parse_rq_timestamp, record_from_redis
 T = TypeVar("T")
 
 ABANDONED_SCORE_MARGIN_S = 60
-SAMPLED_PER_MINUTE = 25
-"""The dashboard's wait and run percentiles read the newest this many jobs per minute, endpoint and registry."""
 """Final registries are scored by expiry (end + result_ttl); an entry scored further ahead than
 now + result_ttl + this was put there by RQ's own cleanup (failure_ttl, a year), not by fasttask."""
+SAMPLED_PER_MINUTE = 25
+"""The dashboard's wait and run percentiles read the newest this many jobs per minute, endpoint and registry."""
 
 
-class RedisViews:
-    """Answers the broker's read-only questions with a bounded number of Redis commands."""
+class RedisViews(JobViews):
+    """Answers the read-only questions about a Redis-queue cluster with a bounded number of Redis commands."""
 
     def __init__(
         self,

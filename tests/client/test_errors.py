@@ -12,10 +12,9 @@ import pytest
 import fasttask
 from fasttask import AsyncClient, Client, FastTaskAPI
 from fasttask.client import APIError, ClientError, InvalidArgument
-
-from .apps import Probe, make_app
-from .conftest import LiveServer
-from .test_client import PNG, Unavailable, client_app
+from tests.support.apps import Probe, make_app
+from tests.support.client_app import PNG, Unavailable, client_app
+from tests.support.servers import LiveServer
 
 StartServer = Callable[[FastTaskAPI], LiveServer]
 

@@ -21,11 +21,10 @@ from fastapi.testclient import TestClient
 from fasttask import FastTaskAPI
 from fasttask.errors import ConfigError, size_text
 from fasttask.settings import Settings
+from tests.support import ROOT
+from tests.support.apps import make_app
+from tests.support.servers import free_port
 
-from .apps import make_app
-from .conftest import free_port
-
-ROOT = Path(__file__).resolve().parent.parent
 ClientFor = Callable[[FastTaskAPI], TestClient]
 MB = 1024 * 1024
 
@@ -193,7 +192,7 @@ def api_process(tmp_path: Path) -> Iterator[tuple[int, int]]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("FTAPI_")}
     env.update(PYTHONPATH=str(ROOT), FTAPI_QUEUE="local")
-    argv = [sys.executable, "-m", "fasttask", "serve", "tests.observability_app:app", "--port", str(port)]
+    argv = [sys.executable, "-m", "fasttask", "serve", "tests.support.observability_app:app", "--port", str(port)]
     with (tmp_path / "api.log").open("wb") as log:
         process = subprocess.Popen([*argv, "--log-level", "warning"], env=env, cwd=ROOT, stdout=log, stderr=log)
     try:

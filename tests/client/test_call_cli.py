@@ -21,10 +21,9 @@ import httpx
 import pytest
 
 from fasttask import FastTaskAPI, JobProgress, MediaFile
-
-from .apps import Probe, make_app
-from .conftest import LiveServer, free_port
-from .test_client import PNG, client_app
+from tests.support.apps import Probe, make_app
+from tests.support.client_app import PNG, client_app
+from tests.support.servers import LiveServer, free_port
 
 StartServer = Callable[[FastTaskAPI], LiveServer]
 

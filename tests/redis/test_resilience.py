@@ -10,7 +10,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +29,9 @@ from fasttask.redis.broker import RedisBroker
 from fasttask.redis.cleanup import clean_up_abandoned
 from fasttask.settings import Settings
 from fasttask.storage import ObjectStore
-
-from .conftest import WorkerThread, free_port
-from .servers import S3_CREDENTIALS
-from .test_cluster import Cluster, final, submit, wait_until
+from tests.support.cluster import Cluster, final, submit, wait_until
+from tests.support.servers import S3_CREDENTIALS, free_port
+from tests.support.worker import WorkerThread
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -212,13 +211,6 @@ def test_the_heartbeat_makes_a_corrupted_worker_record_again(
 
 
 # -- whole processes --------------------------------------------------------------------------------
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    processes = Cluster(tmp_path)
-    yield processes
-    processes.close()
-
-
 def _runs(cluster: Cluster, key: str) -> int:
     with cluster.client() as connection:
         return int(connection.hget("test:runs", key) or 0)
@@ -375,7 +367,7 @@ def test_an_api_process_that_cannot_bind_its_port_exits(redis_url: str, tmp_path
         port = taken.getsockname()[1]
         env = {**os.environ, "FTAPI_REDIS_URL": redis_url, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
         process = subprocess.Popen(
-            [sys.executable, "-m", "fasttask", "serve", "tests.cluster_app:app", "--port", str(port)],
+            [sys.executable, "-m", "fasttask", "serve", "tests.support.cluster_app:app", "--port", str(port)],
             env=env,
             cwd=tmp_path,
             stdout=subprocess.DEVNULL,

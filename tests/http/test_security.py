@@ -13,8 +13,8 @@ from fastapi import WebSocket
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
-from .apps import make_app
-from .conftest import free_port
+from tests.support.apps import make_app
+from tests.support.servers import free_port
 
 KEY = "ws-key-0123456789"
 

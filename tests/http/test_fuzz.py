@@ -14,9 +14,8 @@ from typing import Any
 import pytest
 
 from fasttask import FastTaskAPI
-
-from .apps import make_app
-from .conftest import LiveServer
+from tests.support.apps import make_app
+from tests.support.servers import LiveServer
 
 JSON = {"content-type": "application/json"}
 FORM = {"content-type": "application/x-www-form-urlencoded"}

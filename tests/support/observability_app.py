@@ -1,5 +1,5 @@
 """The app the observability tests serve: in-process on both queues, and in `fasttask serve` / `fasttask worker`
-subprocesses (`tests.observability_app:app`, settings from the environment)."""
+subprocesses (`tests.support.observability_app:app`, settings from the environment)."""
 
 from __future__ import annotations
 

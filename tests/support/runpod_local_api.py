@@ -1,8 +1,8 @@
-"""runpod's local test API serving tests/runpod_app.py in a subprocess on loopback, for the client's tests.
+"""runpod's local test API serving tests/support/runpod_app.py in a subprocess on loopback, for the client's tests.
 
-`python tests/runpod_app.py --rp_serve_api --rp_api_port P --rp_api_host 127.0.0.1` with FTAPI_BACKEND=runpod
+`python tests/support/runpod_app.py --rp_serve_api --rp_api_port P --rp_api_host 127.0.0.1` with FTAPI_BACKEND=runpod
 and FASTTASK_TEST_NET_GUARD=1 (the app refuses, and reports, any connection or name lookup beyond loopback),
-as tests/test_runpod.py starts it; here with extra environment variables (streaming, a bucket)."""
+as tests/runpod/test_mode.py starts it; here with extra environment variables (streaming, a bucket)."""
 
 from __future__ import annotations
 
@@ -16,10 +16,10 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from .conftest import free_port
-from .runpod_app import NET_GUARD_MARK
+from tests.support import ROOT
+from tests.support.runpod_app import NET_GUARD_MARK
+from tests.support.servers import free_port
 
-ROOT = Path(__file__).resolve().parent.parent
 APP_SCRIPT = Path(__file__).resolve().parent / "runpod_app.py"
 
 

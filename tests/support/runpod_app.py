@@ -1,5 +1,5 @@
-"""The app the runpod tests serve: imported by tests/test_runpod.py, and run as a script for runpod's local
-test API (`FTAPI_BACKEND=runpod python tests/runpod_app.py --rp_serve_api --rp_api_port P --rp_api_host
+"""The app the runpod tests serve: imported by tests/runpod/test_mode.py, and run as a script for runpod's local
+test API (`FTAPI_BACKEND=runpod python tests/support/runpod_app.py --rp_serve_api --rp_api_port P --rp_api_host
 127.0.0.1`). With FASTTASK_TEST_NET_GUARD=1 the script refuses, and reports on stderr, every connection
 and name lookup beyond loopback."""
 

@@ -28,13 +28,11 @@ from fasttask import ConfigError, FastTaskAPI, MissingExtra
 from fasttask.runpod import files as runpod_files
 from fasttask.runpod import progress as runpod_progress
 from fasttask.runpod.handler import RunpodWorker
+from tests.support import ROOT
+from tests.support.runpod_app import NET_GUARD_MARK, Probe, make_app
+from tests.support.servers import FILE_CONTENT, FileServer, free_port
 
-from .conftest import free_port
-from .runpod_app import NET_GUARD_MARK, Probe, make_app
-from .servers import FILE_CONTENT, FileServer
-
-ROOT = Path(__file__).resolve().parent.parent
-APP_SCRIPT = Path(__file__).resolve().parent / "runpod_app.py"
+APP_SCRIPT = ROOT / "tests" / "support" / "runpod_app.py"
 CONTENT = bytes(range(256)) * 40  # 10,240 bytes, every byte value
 MakeWorker = Callable[..., RunpodWorker]
 
@@ -510,7 +508,7 @@ def test_runpods_job_loop_streams_a_generator_handler(make_worker: MakeWorker, m
 
 # -- runpod's local test API, in a subprocess on loopback ----------------------------------------------
 class LocalApi:
-    """`python tests/runpod_app.py --rp_serve_api ...` with FTAPI_BACKEND=runpod, guarded to loopback."""
+    """`python tests/support/runpod_app.py --rp_serve_api ...` with FTAPI_BACKEND=runpod, guarded to loopback."""
 
     def __init__(self, stream: bool) -> None:
         self.port = free_port()

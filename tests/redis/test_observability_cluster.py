@@ -11,17 +11,17 @@ from pathlib import Path
 import httpx
 import pytest
 
-from . import test_cluster
-from .conftest import free_port
-from .test_cluster import Cluster, final, running, submit, wait_until
-from .test_observability import Samples, scrape, value
+from tests.support import cluster as cluster_processes
+from tests.support.cluster import Cluster, final, running, submit, wait_until
+from tests.support.metrics import Samples, scrape, value
+from tests.support.servers import free_port
 
-APP = "tests.observability_app:app"
+APP = "tests.support.observability_app:app"
 
 
 @pytest.fixture
 def cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cluster]:
-    monkeypatch.setattr(test_cluster, "APP", APP)  # Cluster serves and works on this module's app
+    monkeypatch.setattr(cluster_processes, "APP", APP)  # Cluster serves and works on this module's app
     processes = Cluster(tmp_path)
     processes.env["FTAPI_LOG_FORMAT"] = "json"
     yield processes

@@ -15,9 +15,8 @@ from fastapi.testclient import TestClient
 from fasttask import FastTaskAPI
 from fasttask.redis import keys as layout
 from fasttask.redis.codec import InvalidJobRecord, decode_job_data
-
-from .apps import make_app
-from .conftest import WorkerThread
+from tests.support.apps import make_app
+from tests.support.worker import WorkerThread
 
 ClientFor = Callable[[FastTaskAPI], TestClient]
 MB = 1024 * 1024

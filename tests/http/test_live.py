@@ -18,13 +18,12 @@ import httpx
 import pytest
 
 from fasttask import FastTaskAPI
-
-from .apps import Probe, make_app
-from .conftest import LiveServer, free_port
+from tests.support import ROOT
+from tests.support.apps import Probe, make_app
+from tests.support.servers import LiveServer, free_port
 
 StartServer = Callable[[FastTaskAPI], LiveServer]
 WithWorkers = Callable[[FastTaskAPI], FastTaskAPI]
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def sse_events(response: httpx.Response) -> Iterator[tuple[str, Any]]:

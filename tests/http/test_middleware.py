@@ -14,9 +14,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from fasttask import FastTaskAPI
 from fasttask.errors import ConfigError
 from fasttask.settings import Settings
-
-from .apps import make_app
-from .conftest import LiveServer
+from tests.support.apps import make_app
+from tests.support.servers import LiveServer
 
 StartServer = Callable[[FastTaskAPI], LiveServer]
 FRONT = "https://front.example"

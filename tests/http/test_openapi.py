@@ -6,7 +6,6 @@ import importlib
 import sys
 from collections.abc import Callable, Iterator
 from html.parser import HTMLParser
-from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
@@ -17,15 +16,12 @@ from openapi_spec_validator import validate
 
 from fasttask import FastTaskAPI
 from fasttask._version import __version__
+from tests.support import ROOT
+from tests.support.apps import make_app
+from tests.support.browser import CHROMEDRIVER, CHROMIUM, cell, click, read, wait
+from tests.support.jobs import final, submit
+from tests.support.servers import LiveServer
 
-from .apps import make_app
-from .conftest import LiveServer
-from .test_contract import final, submit
-from .test_dashboard import CHROMEDRIVER, CHROMIUM, browser, cell, click, read, wait
-
-__all__ = ["browser"]  # the fixture, shared with the dashboard's browser tests
-
-ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted(path.stem for path in (ROOT / "examples").glob("*.py"))
 KEY = "docs-" + "7" * 27
 

@@ -1,5 +1,5 @@
 """`Client.for_runpod` / `AsyncClient.for_runpod` against runpod's local test API (`--rp_serve_api`) serving a
-fasttask app (tests/runpod_app.py) in a subprocess on loopback, guarded so that nothing leaves loopback.
+fasttask app (tests/support/runpod_app.py) in a subprocess on loopback, guarded so that nothing leaves loopback.
 
 What the local API can show, and so what these tests cover: /run with the task's path and parameters, the
 status, result and error of a job through /status (on POST, which is what `status_method="POST"` is for),
@@ -12,7 +12,7 @@ What it cannot show: it has no /cancel (a cancel reaches POST /cancel/{id} and g
 /run job only when first read and forgets it then, never reports IN_QUEUE, CANCELLED or TIMED_OUT, nor
 progress while a job runs, and never answers 429 or 503. Those hosted-API shapes are checked by reading
 runpod's documented answers with the client's parsers; the retries are the fasttask client's own
-(`HTTPSession._send`), tested against a real server in tests/test_client.py.
+(`HTTPSession._send`), tested against a real server in tests/client/test_client.py.
 """
 
 from __future__ import annotations
@@ -41,10 +41,9 @@ from fasttask.client._runpod_protocol import (
     status_request,
     stream_request,
 )
-
-from .runpod_app import Point
-from .runpod_local_api import LocalRunpodApi
-from .servers import S3_CREDENTIALS
+from tests.support.runpod_app import Point
+from tests.support.runpod_local_api import LocalRunpodApi
+from tests.support.servers import S3_CREDENTIALS
 
 CONTENT = bytes(range(256)) * 40  # every byte value
 KEY = "rp-test-key"

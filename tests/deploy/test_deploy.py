@@ -1,7 +1,7 @@
 """The deployment files (Dockerfile, deploy/compose, deploy/k8s) checked offline, against fasttask itself.
 
 No container engine and no cluster are needed: the Kubernetes objects are validated against the Kubernetes
-OpenAPI schemas that `kubernetes-validate` ships, the KEDA objects against deploy_keda_schema, the compose
+OpenAPI schemas that `kubernetes-validate` ships, the KEDA objects against tests/support/keda_schema.py, the compose
 file against the compose specification (`compose-spec`), and every command, flag, setting, port and probe
 path they use against the CLI parser, `Settings` and the routes of a built app. The image's entrypoint runs
 for real, with the manifests' own arguments, as plain processes on a real Redis.
@@ -42,12 +42,11 @@ from fastapi.testclient import TestClient
 from fasttask import FastTaskAPI, Settings
 from fasttask.cli import build_parser, load_app
 from fasttask.redis.keys import queue_name
+from tests.support import ROOT
+from tests.support.keda_schema import SCHEMAS as KEDA_SCHEMAS
+from tests.support.kustomize import KustomizeError, render
+from tests.support.servers import LiveServer, free_port
 
-from .conftest import LiveServer, free_port
-from .deploy_keda_schema import SCHEMAS as KEDA_SCHEMAS
-from .deploy_kustomize import KustomizeError, render
-
-ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
 ENTRYPOINT = DEPLOY / "docker" / "entrypoint.sh"
 COMPOSE_DIR = DEPLOY / "compose"
@@ -1284,7 +1283,7 @@ def test_compose_bucket_is_made_by_the_images_own_command(
     assert [shlex.split(value)[-1] for value in copies] == ["/usr/local/bin/fasttask-make-bucket"]
     extras = init["build"]["args"]["EXTRAS"].split(",")
     assert "all" in extras or "s3" in extras, "the image has boto3"
-    from .servers import S3_CREDENTIALS
+    from tests.support.servers import S3_CREDENTIALS
 
     bin_dir = tmp_path / "bin"  # the image's /usr/local/bin
     bin_dir.mkdir()
