@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
+from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -134,6 +136,35 @@ def decode_cursor(raw: str | None) -> tuple[int, str] | None:
         return int(moment), job_id
     shown = raw if len(raw) <= MAX_CURSOR_CHARS else raw[:MAX_CURSOR_CHARS] + "…"
     raise InvalidInput(f"cursor {shown!r} is not one that GET /jobs gave")
+
+
+class RecentCounts:
+    """Final jobs per endpoint and status in one-second slots, for the dashboard's recent throughput."""
+
+    def __init__(self, keep_s: int = 300) -> None:
+        self._slots: deque[tuple[int, Counter[tuple[str, str]]]] = deque(maxlen=keep_s)
+
+    def add(self, endpoint: str, status: JobStatus) -> None:
+        second = int(time.monotonic())
+        if not self._slots or self._slots[-1][0] != second:
+            self._slots.append((second, Counter()))
+        self._slots[-1][1][(endpoint, status.value)] += 1
+
+    def counts(self, window_s: float) -> dict[str, dict[str, int]]:
+        since = time.monotonic() - window_s
+        out: dict[str, dict[str, int]] = {}
+        for second, counts in self._slots:
+            if second >= since:
+                for (endpoint, status), n in counts.items():
+                    per = out.setdefault(endpoint, {})
+                    per[status] = per.get(status, 0) + n
+        return out
+
+
+def hostname() -> str:
+    import socket
+
+    return socket.gethostname()
 
 
 class Broker(ABC):
