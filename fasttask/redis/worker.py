@@ -188,7 +188,7 @@ class Worker:
 
     def observe_batch(self, path: str) -> Callable[[int], None] | None:
         """What counts each call's number of jobs in `fasttask_batch_size`."""
-        return self.metrics.stats(path).batch if self.metrics is not None else None
+        return partial(self.metrics.observe_batch, path) if self.metrics is not None else None
 
     # -- one job -----------------------------------------------------------------------------------
     def _work(self, claimed: Claimed) -> list[Claimed] | None:
