@@ -1,11 +1,14 @@
 -- wrk script for fasttask: per connection, submit -> GET /jobs/<id>?wait=60 -> repeat.
--- Run with one connection per thread:  wrk -t N -c N -d 10s --timeout 70s -s fasttask.lua URL [-- PATH]
--- PATH is the task endpoint to submit to (default /noop).
+-- Run with one connection per thread:  wrk -t N -c N -d 10s --timeout 70s -s fasttask.lua URL [-- PATH [X]]
+-- PATH is the task endpoint to submit to (default /noop), with an empty form; with X, the JSON body
+-- {"x": n} instead, n counting this connection's jobs.
 -- Per-job latency = submit request built (just before it is sent) -> finished job JSON received.
 local here = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
 local common = dofile(here .. "common.lua")
 
 local SUBMIT = nil
+local PATH, X = "/noop", false
+local n = 0
 local job_id = nil          -- job being waited for on this connection (nil: submit next)
 local t0 = 0                -- when the current job's submit was sent
 
@@ -19,13 +22,18 @@ polls = 0                   -- GET /jobs/<id> requests sent (more than jobs if a
 function setup(thread) common.setup(thread) end
 
 function init(args)
-  local path = args[1] or "/noop"
-  SUBMIT = wrk.format("POST", path, { ["Content-Type"] = "application/x-www-form-urlencoded" }, "")
+  PATH = args[1] or PATH
+  X = args[2] == "X"
+  SUBMIT = wrk.format("POST", PATH, { ["Content-Type"] = "application/x-www-form-urlencoded" }, "")
 end
 
 function request()
   if job_id == nil then
     t0 = common.now_us()
+    if X then
+      n = n + 1
+      return common.post_x(PATH, n)
+    end
     return SUBMIT
   end
   polls = polls + 1
