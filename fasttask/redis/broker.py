@@ -32,7 +32,7 @@ from ..tasks import TaskDef
 from . import keys as layout
 from . import scripts
 from .cleanup import CLEANUP_INTERVAL_S, clean_up_abandoned, sweep_storage
-from .codec import READ_FIELDS, job_record_fields, needs_result_entry, record_from_read, rq_timestamp
+from .codec import READ_FIELDS, job_record_fields, needs_result_entry, record_from_redis, rq_timestamp
 from .views import RedisViews, as_bytes
 
 logger = logging.getLogger("fasttask.redis")
@@ -214,7 +214,7 @@ class RedisBroker(Broker):
         if needs_result_entry(values):
             entries = await self._guard(self._redis.xrevrange(layout.results_key(job_id), count=1))
             entry = cast("dict[bytes, bytes]", entries[0][1]) if entries else None
-        return record_from_read(job_id, values, entry)
+        return record_from_redis(job_id, values, entry)
 
     async def _events(self, job_id: str, sent_outputs: int) -> AsyncIterator[JobEvent]:
         last: tuple[Any, ...] | None = None

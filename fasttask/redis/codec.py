@@ -39,16 +39,13 @@ RECORD_FIELDS = (
     layout.F_OUTCOME,
 )
 """The job hash's fields a JobRecord is made of, in this order."""
-
 READ_FIELDS = (*RECORD_FIELDS, layout.F_RESULT)
 """What `GET /jobs/{id}` reads of the job hash (one HMGET): RECORD_FIELDS, then the result the hash keeps."""
-_KEPT = len(RECORD_FIELDS)
-_ERROR = RECORD_FIELDS.index(layout.F_ERROR)
+_KEPT, _ERROR = len(RECORD_FIELDS), RECORD_FIELDS.index(layout.F_ERROR)
 
 RESULT_KEPT_LIMIT_BYTES = 4096
-"""A finished job's result whose JSON is at most this long is written to the job hash too (`ft_result`), so
-that reading the job is one command instead of two (the stream read); a longer one is stored once, in RQ's
-result stream, and read from there."""
+"""A result whose JSON is at most this long is written to the job hash too (`ft_result`): a read is then one
+command, not two; a longer one is stored once, in RQ's result stream, and read from there."""
 
 _STATUS = {
     "queued": JobStatus.QUEUED,
@@ -95,31 +92,20 @@ def parse_rq_timestamp(raw: bytes | None) -> datetime | None:
 
 
 def needs_result_entry(values: list[bytes | None]) -> bool:
-    """Whether a job read as an HMGET of READ_FIELDS needs the newest entry of the job's result stream too: a
-    finished job whose result the hash does not keep (too long, or ended by RQ's own code), or a failure that
-    fasttask did not record."""
+    """Whether an HMGET of READ_FIELDS needs the newest result stream entry too: a finished job whose result the
+    hash does not keep (too long, or ended by RQ's own code), or a failure that fasttask did not record."""
     status = values[0]
     if status == b"finished":
         return not values[_KEPT]
     return status == b"failed" and not values[_ERROR]
 
 
-def record_from_read(
+def record_from_redis(
     job_id: str, values: list[bytes | None], result_entry: dict[bytes, bytes] | None
 ) -> JobRecord | None:
-    """A JobRecord from an HMGET of READ_FIELDS and, if `needs_result_entry` said so, the result stream's entry."""
-    return record_from_redis(job_id, values[:_KEPT], result_entry, kept_result=values[_KEPT])
-
-
-def record_from_redis(
-    job_id: str,
-    values: list[bytes | None],
-    result_entry: dict[bytes, bytes] | None,
-    kept_result: bytes | None = None,
-) -> JobRecord | None:
-    """A JobRecord from an HMGET of RECORD_FIELDS and the newest entry of the job's result stream (or the
-    result as the job hash keeps it, `ft_result`)."""
-    raw_status, created, started, ended, endpoint, progress, message, error, outcome = values
+    """A JobRecord from an HMGET of READ_FIELDS (or of RECORD_FIELDS) and the newest entry of the job's result
+    stream (None where `needs_result_entry` said no)."""
+    raw_status, created, started, ended, endpoint, progress, message, error, outcome, *kept = values
     if raw_status is None:
         return None
     status = _STATUS.get(raw_status.decode(), JobStatus.QUEUED)
@@ -139,8 +125,8 @@ def record_from_redis(
         record.error = json.loads(error)
     if status is JobStatus.FINISHED:
         record.progress = 1.0
-        if kept_result:
-            record.result = json.loads(kept_result)
+        if kept and kept[0]:
+            record.result = json.loads(kept[0])
         elif result_entry is not None and result_entry.get(b"type") == _SUCCESSFUL:
             encoded = result_entry.get(b"return_value")
             record.result = json.loads(base64.b64decode(encoded)) if encoded else None
@@ -166,11 +152,7 @@ def _error_from_result(entry: dict[bytes, bytes] | None) -> dict[str, str]:
 
 def encode_result(value: Any) -> bytes:
     """RQ's encoding of a return value in its result stream: base64 of the JSON serializer's bytes."""
-    return base64.b64encode(_result_json(value).encode())
-
-
-def _result_json(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"))
+    return base64.b64encode(json.dumps(value, separators=(",", ":")).encode())
 
 
 def encode_exception_text(text: str) -> bytes:
@@ -353,12 +335,10 @@ class Ending:
 
 
 def finished(value: Any) -> Ending:
-    text = _result_json(value)  # ASCII (json.dumps escapes the rest): its length is its size in bytes
-    # written even when empty ("read the stream"): a job that ends again must not show an earlier result
-    kept = text if len(text) <= RESULT_KEPT_LIMIT_BYTES else ""
-    return Ending(
-        "finished", RESULT_TYPE_SUCCESSFUL, "return_value", base64.b64encode(text.encode()), {layout.F_RESULT: kept}
-    )
+    text = json.dumps(value, separators=(",", ":"))  # ASCII (the rest escaped): its length is its size
+    kept = text if len(text) <= RESULT_KEPT_LIMIT_BYTES else ""  # "" too: no earlier run's result stays
+    payload = base64.b64encode(text.encode())
+    return Ending("finished", RESULT_TYPE_SUCCESSFUL, "return_value", payload, {layout.F_RESULT: kept})
 
 
 def failed(error: dict[str, Any], timed_out: bool = False) -> Ending:

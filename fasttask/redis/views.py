@@ -28,7 +28,7 @@ from ..jobs import JobRecord, JobStatus
 from ..series import MINUTE_S, MinuteStats, percentile
 from ..tasks import TaskDef
 from . import keys as layout
-from .codec import READ_FIELDS, needs_result_entry, parse_rq_timestamp, record_from_read
+from .codec import READ_FIELDS, needs_result_entry, parse_rq_timestamp, record_from_redis
 
 T = TypeVar("T")
 
@@ -209,7 +209,7 @@ class RedisViews(JobViews):
                 pipe.xrevrange(layout.results_key(job_id), count=1)
             entries = dict(zip(streamed, await self._guard(pipe.execute()), strict=True))
         return [
-            record_from_read(job_id, values, entries[job_id][0][1] if entries.get(job_id) else None)
+            record_from_redis(job_id, values, entries[job_id][0][1] if entries.get(job_id) else None)
             for job_id, values in zip(job_ids, rows, strict=True)
         ]
 

@@ -55,7 +55,7 @@ def read(app: FastTaskAPI, connection: redis.Redis) -> tuple[JobRecord, list[Job
             connection.config_resetstat()
             record = await broker.get("job-1")
             stats = connection.info("commandstats")
-            page = await broker.list_jobs("/plain", None, 10, None)
+            page = await broker.views.list_jobs("/plain", None, 10, None)
         finally:
             await broker.close()
         calls = {name.removeprefix("cmdstat_"): entry["calls"] for name, entry in stats.items()}
