@@ -9,7 +9,7 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Mapping
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import redis.asyncio as aioredis
 from redis import Redis as SyncRedis
@@ -32,7 +32,7 @@ from ..tasks import TaskDef
 from . import keys as layout
 from . import scripts
 from .cleanup import CLEANUP_INTERVAL_S, clean_up_abandoned, sweep_storage
-from .codec import RECORD_FIELDS, job_record_fields, record_from_redis, rq_timestamp
+from .codec import READ_FIELDS, job_record_fields, needs_result_entry, record_from_redis, rq_timestamp
 from .views import RedisViews, as_bytes
 
 logger = logging.getLogger("fasttask.redis")
@@ -207,11 +207,14 @@ class RedisBroker(Broker):
 
     # -- internals ---------------------------------------------------------------------------------
     async def _read(self, job_id: str) -> JobRecord | None:
-        pipe = self._redis.pipeline(transaction=False)
-        pipe.hmget(layout.job_key(job_id), RECORD_FIELDS)
-        pipe.xrevrange(layout.results_key(job_id), count=1)
-        values, entries = await self._guard(pipe.execute())
-        return record_from_redis(job_id, values, entries[0][1] if entries else None)
+        # one command for a job still waiting or running, and for one finished with a result its hash keeps
+        # the client does not decode replies: bytes, whatever else the stubs allow
+        values = cast("list[bytes | None]", await self._guard(self._redis.hmget(layout.job_key(job_id), READ_FIELDS)))
+        entry = None
+        if needs_result_entry(values):
+            entries = await self._guard(self._redis.xrevrange(layout.results_key(job_id), count=1))
+            entry = cast("dict[bytes, bytes]", entries[0][1]) if entries else None
+        return record_from_redis(job_id, values, entry)
 
     async def _events(self, job_id: str, sent_outputs: int) -> AsyncIterator[JobEvent]:
         last: tuple[Any, ...] | None = None

@@ -38,7 +38,14 @@ RECORD_FIELDS = (
     layout.F_ERROR,
     layout.F_OUTCOME,
 )
-"""What `GET /jobs/{id}` reads of the job hash, in this order (one HMGET)."""
+"""The job hash's fields a JobRecord is made of, in this order."""
+READ_FIELDS = (*RECORD_FIELDS, layout.F_RESULT)
+"""What `GET /jobs/{id}` reads of the job hash (one HMGET): RECORD_FIELDS, then the result the hash keeps."""
+_KEPT, _ERROR = len(RECORD_FIELDS), RECORD_FIELDS.index(layout.F_ERROR)
+
+RESULT_KEPT_LIMIT_BYTES = 4096
+"""A result whose JSON is at most this long is written to the job hash too (`ft_result`): a read is then one
+command, not two; a longer one is stored once, in RQ's result stream, and read from there."""
 
 _STATUS = {
     "queued": JobStatus.QUEUED,
@@ -84,11 +91,21 @@ def parse_rq_timestamp(raw: bytes | None) -> datetime | None:
     return datetime.fromisoformat(text).replace(tzinfo=timezone.utc)
 
 
+def needs_result_entry(values: list[bytes | None]) -> bool:
+    """Whether an HMGET of READ_FIELDS needs the newest result stream entry too: a finished job whose result the
+    hash does not keep (too long, or ended by RQ's own code), or a failure that fasttask did not record."""
+    status = values[0]
+    if status == b"finished":
+        return not values[_KEPT]
+    return status == b"failed" and not values[_ERROR]
+
+
 def record_from_redis(
     job_id: str, values: list[bytes | None], result_entry: dict[bytes, bytes] | None
 ) -> JobRecord | None:
-    """A JobRecord from an HMGET of RECORD_FIELDS and the newest entry of the job's result stream."""
-    raw_status, created, started, ended, endpoint, progress, message, error, outcome = values
+    """A JobRecord from an HMGET of READ_FIELDS (or of RECORD_FIELDS) and the newest entry of the job's result
+    stream (None where `needs_result_entry` said no)."""
+    raw_status, created, started, ended, endpoint, progress, message, error, outcome, *kept = values
     if raw_status is None:
         return None
     status = _STATUS.get(raw_status.decode(), JobStatus.QUEUED)
@@ -108,7 +125,9 @@ def record_from_redis(
         record.error = json.loads(error)
     if status is JobStatus.FINISHED:
         record.progress = 1.0
-        if result_entry is not None and result_entry.get(b"type") == _SUCCESSFUL:
+        if kept and kept[0]:
+            record.result = json.loads(kept[0])
+        elif result_entry is not None and result_entry.get(b"type") == _SUCCESSFUL:
             encoded = result_entry.get(b"return_value")
             record.result = json.loads(base64.b64decode(encoded)) if encoded else None
     elif status is JobStatus.FAILED and record.error is None:
@@ -316,7 +335,10 @@ class Ending:
 
 
 def finished(value: Any) -> Ending:
-    return Ending("finished", RESULT_TYPE_SUCCESSFUL, "return_value", encode_result(value), {})
+    text = json.dumps(value, separators=(",", ":"))  # ASCII (the rest escaped): its length is its size
+    kept = text if len(text) <= RESULT_KEPT_LIMIT_BYTES else ""  # "" too: no earlier run's result stays
+    payload = base64.b64encode(text.encode())
+    return Ending("finished", RESULT_TYPE_SUCCESSFUL, "return_value", payload, {layout.F_RESULT: kept})
 
 
 def failed(error: dict[str, Any], timed_out: bool = False) -> Ending:
