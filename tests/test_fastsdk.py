@@ -1,6 +1,6 @@
 """fastSDK, unchanged, against a fasttask service: 0.4 (APIPod's job protocol: `job_id`, `links`, `/status/{id}`,
 `/cancel/{id}`, `/stream/{id}`) and 0.2 (FastTaskAPI's: `refresh_job_url`, `/status?job_id=`). Each release
-runs in a virtualenv of its own (`client_venvs.py`), as a program of its users would, on a real server."""
+runs in a virtualenv of its own (`tests/support/client_venvs.py`), as a program of its users would, on a real server."""
 
 from __future__ import annotations
 
@@ -9,14 +9,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from fasttask import FastTaskAPI
-
-from .apps import Probe, make_app
-from .client_venvs import client_python, run_driver
-from .conftest import LiveServer
+from tests.support.apps import Probe, make_app
+from tests.support.client_venvs import client_python, run_driver
+from tests.support.servers import LiveServer
 
 pytestmark = pytest.mark.timeout(600)  # the first test of a release makes its virtualenv
 
