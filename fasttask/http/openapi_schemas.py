@@ -19,6 +19,10 @@ def ref(name: str) -> dict[str, str]:
 
 _TIME = {"type": "string", "format": "date-time"}
 _TIME_OR_NULL = {"type": ["string", "null"], "format": "date-time"}
+_RESULT_AND_ERROR_TEXT: dict[str, Any] = {  # the older protocols' result and error (FastTaskAPI 1.x, APIPod)
+    "result": {"description": "files as {file_name, content_type, content: <absolute download URL>}"},
+    "error": {"type": ["string", "null"], "description": "`Type: message`"},
+}
 
 SCHEMAS: dict[str, dict[str, Any]] = {
     "Job": {
@@ -88,8 +92,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                 "type": "object",
                 "properties": {"progress": {"type": "number"}, "message": {"type": ["string", "null"]}},
             },
-            "result": {"description": "files as {file_name, content_type, content: <absolute download URL>}"},
-            "error": {"type": ["string", "null"], "description": "`Type: message`"},
+            **_RESULT_AND_ERROR_TEXT,
             "refresh_job_url": {"type": "string"},
             "cancel_job_url": {"type": "string"},
             "created_at": _TIME,
@@ -109,8 +112,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "status": {"type": "string", "enum": APIPOD_STATUSES},
             "progress": {"type": "number", "minimum": 0, "maximum": 1},
             "message": {"type": ["string", "null"]},
-            "result": {"description": "files as {file_name, content_type, content: <absolute download URL>}"},
-            "error": {"type": ["string", "null"], "description": "`Type: message`"},
+            **_RESULT_AND_ERROR_TEXT,
             "links": {
                 "type": "object",
                 "properties": {name: {"type": "string"} for name in ("status", "cancel", "stream")},

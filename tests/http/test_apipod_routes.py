@@ -24,24 +24,16 @@ def probe() -> Probe:
 
 
 @pytest.fixture
-def serve(
+def client(
     client_for: Callable[[FastTaskAPI], TestClient],
     queue_settings: dict[str, Any],
     with_workers: Callable[[FastTaskAPI], FastTaskAPI],
     probe: Probe,
-) -> Callable[..., TestClient]:
-    def make(**settings: Any) -> TestClient:
-        app = make_app(probe, **{**queue_settings, **settings})
-        client = client_for(app)
-        with_workers(app)
-        return client
-
-    return make
-
-
-@pytest.fixture
-def client(serve: Callable[..., TestClient]) -> TestClient:
-    return serve()
+) -> TestClient:
+    app = make_app(probe, **queue_settings)
+    client = client_for(app)
+    with_workers(app)
+    return client
 
 
 def status(client: TestClient, job_id: str) -> dict[str, Any]:
@@ -164,9 +156,10 @@ def test_a_body_naming_no_parameter_is_still_refused(client: TestClient) -> None
     assert [error["loc"] for error in answer.json()["detail"]] == [["body", "colour"]]
 
 
-@pytest.mark.parametrize("queue_kind", ["local"], indirect=True)
-def test_the_routes_need_the_api_key_and_are_documented_and_labelled(serve: Callable[..., TestClient]) -> None:
-    client = serve(api_key=KEY)
+def test_the_routes_need_the_api_key_and_are_documented_and_labelled(
+    client_for: Callable[[FastTaskAPI], TestClient],
+) -> None:
+    client = client_for(make_app(api_key=KEY))  # the embedded queue: these routes are the HTTP layer's
     job_id = "0123456789abcdef0123456789abcdef"
     for method, path in (("GET", f"/status/{job_id}"), ("POST", f"/cancel/{job_id}"), ("GET", f"/stream/{job_id}")):
         assert client.request(method, path).status_code == 401
