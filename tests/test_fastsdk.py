@@ -116,3 +116,19 @@ def test_fastsdk_04_streams_a_generators_outputs(server: LiveServer, sdk_python:
         job_id = http.post("/async_count", json={"n": 3}).json()["id"]
     report = run_driver(sdk_python, server.url, "stream", tmp_path, job_id=job_id)
     assert report == {"outputs": [{"i": 0}, {"i": 1}, {"i": 2}]}
+
+
+@pytest.mark.parametrize("release", ["fastsdk==0.4.26"], indirect=True)
+def test_fastsdk_04_sends_the_api_key_on_every_route(
+    queue_settings: dict[str, Any],
+    with_workers: Callable[[FastTaskAPI], FastTaskAPI],
+    live_server: Callable[[FastTaskAPI], LiveServer],
+    sdk_python: Path,
+    tmp_path: Path,
+) -> None:
+    key = "fastsdk-key-0123456789"
+    server = live_server(with_workers(make_app(Probe(), api_key=key, **queue_settings)))
+    args = {"endpoint": "make_fries", "params": {"fries_name": "keyed"}, "api_key": key}
+    assert run_driver(sdk_python, server.url, "result", tmp_path, **args) == {"result": "1 x keyed"}
+    args = {"endpoint": "block", "params": {}, "api_key": key}
+    assert run_driver(sdk_python, server.url, "cancel", tmp_path, **args)["answer_status"] == "cancelled"
