@@ -104,12 +104,7 @@ def run(base_url: str, scenario: str, args: dict[str, Any]) -> dict[str, Any]:
             time.sleep(0.02)
         answer = job.cancel()
         status = getattr(answer, "status", None)
-        return {
-            "job_id": job_id_of(job),
-            "answer_status": str(getattr(status, "name", status)),
-            "terminal": job.is_terminal,
-            "state": str(job.termination_state),
-        }
+        return {"job_id": job_id_of(job), "answer_status": str(getattr(status, "name", status))}
     if scenario == "follow":
         job = follow(client, base_url, args["job_id"])
         try:
