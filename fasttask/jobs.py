@@ -96,7 +96,7 @@ class JobRecord:
         }
 
     def to_legacy_json(self, base_url: str) -> dict[str, Any]:
-        """The FastTaskAPI 1.x status shape, for clients written against it (fastSDK)."""
+        """The FastTaskAPI 1.x status shape, for clients written against it (fastSDK 0.2)."""
         job_id = self.id
         return {
             "id": job_id,
