@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from urllib.parse import quote
 
 from starlette.requests import Request
@@ -105,10 +105,8 @@ def job_routes(broker: Broker, limits: InputLimits) -> list[Route]:
         return json_response((await broker.cancel(job_id)).to_json())
 
     async def stream_job(job_id: str, request: Request) -> StreamingResponse:
-        # a client that reconnects sends the id of the last event it got: the outputs it already has
-        resume = request.headers.get("last-event-id", "")
-        events = await broker.open_stream(job_id, int(resume) if resume.isdigit() and len(resume) < 10 else 0)
-        return StreamingResponse(_sse(events), media_type="text/event-stream", headers=SSE_HEADERS)
+        events = await broker.open_stream(job_id, resume_after(request))
+        return StreamingResponse(sse(events, named_event), media_type="text/event-stream", headers=SSE_HEADERS)
 
     async def job_file(job_id: str, index: int, request: Request) -> StreamingResponse:
         file = await broker.result_file(job_id, index)
@@ -224,8 +222,21 @@ def job_routes(broker: Broker, limits: InputLimits) -> list[Route]:
     ]
 
 
-async def _sse(events: AsyncIterator[JobEvent]) -> AsyncIterator[str]:
-    """Format events as SSE, with a comment line when nothing happened for a while to keep proxies open."""
+def resume_after(request: Request) -> int:
+    """How many outputs a reconnecting stream client has: the id of the last event it got (Last-Event-ID)."""
+    resume = request.headers.get("last-event-id", "")
+    return int(resume) if resume.isdigit() and len(resume) < 10 else 0
+
+
+def named_event(event: JobEvent) -> str:
+    """One event of `/jobs/{id}/stream`: named by its kind, its id the count of outputs sent."""
+    data = json.dumps(event.data, separators=(",", ":"), ensure_ascii=False)
+    return f"id: {event.outputs_sent}\nevent: {event.kind}\ndata: {data}\n\n"
+
+
+async def sse(events: AsyncIterator[JobEvent], render: Callable[[JobEvent], str | None]) -> AsyncIterator[str]:
+    """Events as SSE records (`render` gives an event's record, or None to send nothing for it) until the
+    job's end, with a comment line when nothing happened for a while to keep proxies open."""
     pending: asyncio.Future[JobEvent] | None = None
     try:
         while True:
@@ -240,8 +251,9 @@ async def _sse(events: AsyncIterator[JobEvent]) -> AsyncIterator[str]:
             except StopAsyncIteration:
                 return
             pending = None
-            data = json.dumps(event.data, separators=(",", ":"), ensure_ascii=False)
-            yield f"id: {event.outputs_sent}\nevent: {event.kind}\ndata: {data}\n\n"
+            record = render(event)
+            if record is not None:
+                yield record
             if event.kind == "end":
                 return
     finally:
