@@ -14,6 +14,7 @@ from typing import Any
 
 from ..errors import JobAlreadyFinal, JobNotFound, QueueFull
 from ..files import MediaFile, close_files
+from ..idempotency import KeyedJob
 from ..jobs import JobRecord, JobStatus, new_job_id, utcnow
 from ..logs import job_log, log_job
 from ..loops import LoopHealth
@@ -23,6 +24,7 @@ from ..runner import Call, CallJob, error_info, run_call
 from ..settings import Settings
 from ..tasks import TaskDef
 from .base import Broker, JobEvent, ResultFile
+from .local_keys import KeyTable
 from .local_views import LocalViews, RecentCounts
 
 DEFAULT_CONCURRENCY = 4
@@ -78,6 +80,7 @@ class LocalBroker(Broker):
         self.views = LocalViews(tasks, self._concurrency, self._jobs, counts, self._running_ids, self._recent)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ready = False
+        self._keys = KeyTable()
 
     # -- lifecycle ---------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -122,6 +125,22 @@ class LocalBroker(Broker):
             if logging_jobs:
                 log_job(job.record, "queued")
         return job.record
+
+    async def hold_key(self, task: TaskDef, key: str) -> KeyedJob | None:
+        return self._keys.hold(task.path, key)
+
+    async def submit_keyed(
+        self, task: TaskDef, params: dict[str, Any], key: str, fingerprint: str
+    ) -> JobRecord | KeyedJob:
+        made = self._keys.made(task.path, key)
+        if made is not None:
+            return made
+        record = await self.submit(task, params)  # no await inside: nobody takes the key meanwhile
+        self._keys.remember(task.path, key, KeyedJob(record.id, fingerprint))
+        return record
+
+    async def release_key(self, task: TaskDef, key: str, held: KeyedJob | None = None) -> None:
+        self._keys.release(task.path, key, held)
 
     async def get(self, job_id: str) -> JobRecord:
         return self._job(job_id).record
@@ -280,6 +299,7 @@ class LocalBroker(Broker):
 
     def _purge(self, job_id: str) -> None:
         job = self._jobs.pop(job_id, None)
+        self._keys.forget_job(job_id)
         if job is not None:
             close_files(job.params.values())
             close_files(job.files)
