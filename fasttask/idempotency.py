@@ -12,6 +12,7 @@ import asyncio
 import hashlib
 import json
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +22,7 @@ from .files import FILE_DIGESTS, iter_files
 from .tasks import TaskDef
 
 MAX_KEY_CHARS = 255
+_KEY = re.compile(f"[!-~]{{1,{MAX_KEY_CHARS}}}")
 MAX_PREFER_WAIT_S = 60.0
 """`Prefer: wait=S` above this counts as this (the same bound as `?wait=`)."""
 PENDING_S = 60.0
@@ -52,7 +54,7 @@ def read_key(raw: bytes) -> str:
     text = raw.decode("latin-1").strip()
     if len(text) >= 2 and text[0] == text[-1] == '"':
         text = text[1:-1]
-    if not 1 <= len(text) <= MAX_KEY_CHARS or not all("!" <= char <= "~" for char in text):
+    if _KEY.fullmatch(text) is None:
         raise InvalidIdempotencyKey("Idempotency-Key must be 1 to 255 visible ASCII characters")
     return text
 
@@ -81,15 +83,20 @@ def key_ttl_s(task: TaskDef) -> float:
 
 async def fingerprint(task: TaskDef, params: Mapping[str, Any]) -> str:
     """The digest that tells two submits' parameters apart (files are read in a thread: they may be large)."""
-    if any(True for value in params.values() for _ in iter_files(value)):
+    if task.record_model is None:  # every value is JSON as it is: no dump needed (most tasks; the fast way)
+        return _digest(params)
+    if task.file_params and any(True for value in params.values() for _ in iter_files(value)):
         return await asyncio.to_thread(_fingerprint, task, params)
     return _fingerprint(task, params)
 
 
 def _fingerprint(task: TaskDef, params: Mapping[str, Any]) -> str:
     model = task.params_model.model_construct(**params)
-    data = model.model_dump(mode="json", context={FILE_DIGESTS: True})
-    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=True)
+    return _digest(model.model_dump(mode="json", context={FILE_DIGESTS: True}))
+
+
+def _digest(data: Mapping[str, Any]) -> str:
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 

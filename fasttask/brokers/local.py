@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import threading
 from collections import Counter, deque
@@ -40,6 +39,8 @@ class _LocalJob:
     files: list[MediaFile] = field(default_factory=list)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     done: asyncio.Event = field(default_factory=asyncio.Event)
+    waiters: list[asyncio.Future[None]] = field(default_factory=list)
+    """`wait` calls, woken when the job ends (a bare future each: cheaper than wait_for's task)."""
     runner: asyncio.Task[None] | None = None
     call: Call | None = None
     throttle: ProgressThrottle | None = None
@@ -148,8 +149,16 @@ class LocalBroker(Broker):
     async def wait(self, job_id: str, timeout_s: float) -> JobRecord:
         job = self._job(job_id)
         if not job.record.status.is_final and timeout_s > 0:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(job.done.wait(), timeout_s)
+            loop = self._running_loop()
+            waiter: asyncio.Future[None] = loop.create_future()
+            job.waiters.append(waiter)
+            timer = loop.call_later(timeout_s, _wake, waiter)
+            try:
+                await waiter
+            finally:
+                timer.cancel()
+                if not job.record.status.is_final:
+                    job.waiters.remove(waiter)
         return job.record
 
     async def cancel(self, job_id: str) -> JobRecord:
@@ -294,6 +303,9 @@ class LocalBroker(Broker):
         close_files(job.params.values(), keep=job.files)
         job.params = {}
         job.done.set()
+        for waiter in job.waiters:
+            _wake(waiter)
+        job.waiters.clear()
         self._notify(job)
         self._running_loop().call_later(job.task.result_ttl_s, self._purge, record.id)
 
@@ -329,3 +341,8 @@ class LocalBroker(Broker):
         if self._loop is None:
             raise RuntimeError("the broker was not started")
         return self._loop
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
