@@ -95,9 +95,12 @@ def _fingerprint(task: TaskDef, params: Mapping[str, Any]) -> str:
     return _digest(model.model_dump(mode="json", context={FILE_DIGESTS: True}))
 
 
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
+"""One encoder for every fingerprint: `json.dumps` with options builds a new one per call."""
+
+
 def _digest(data: Mapping[str, Any]) -> str:
-    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    return hashlib.sha256(_CANONICAL.encode(data).encode()).hexdigest()
 
 
 def check_same(prior: KeyedJob, fingerprint: str, endpoint: str) -> None:
