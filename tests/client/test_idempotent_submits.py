@@ -124,3 +124,26 @@ def test_call_takes_one_request_for_a_short_job(recorded: tuple[LiveServer, Reco
     recorder.requests.clear()
     assert asyncio.run(call()) == "1 x async"
     assert [(method, path) for method, path, _ in recorder.requests] == [("POST", "/make_fries")]
+
+
+def test_async_client_sends_a_lost_submit_again_with_its_key(probe: Probe) -> None:
+    server, recorder = serve(probe, fail_submits=1)
+    proxy = DroppingProxy(server.port)
+
+    async def run() -> tuple[str, str]:
+        async with AsyncClient(proxy.url) as client:
+            first = await client.submit("/make_fries", fries_name="async")  # a 500 after the job was made
+            proxy.drop_next()
+            second = await client.submit("/make_fries", idempotency_key="async-key", fries_name="b")
+            return first.id, second.id
+
+    try:
+        first_id, second_id = asyncio.run(run())
+        assert recorder.hidden_jobs == [first_id]
+        assert proxy.dropped == 1
+        keys = [headers["idempotency-key"] for headers in recorder.submits()]
+        assert keys[0] == keys[1] and keys[2:] == ["async-key", "async-key"]
+        assert second_id
+    finally:
+        proxy.close()
+        server.__exit__()
