@@ -62,12 +62,12 @@ def read_key(raw: bytes) -> str:
 def read_prefer_wait(raw: bytes) -> float | None:
     """The seconds of a `Prefer` header's `wait=S` preference (RFC 7240), at most 60; None when there is none
     or its value cannot be read (then the header is ignored, as the RFC asks)."""
-    for preference in raw.decode("latin-1").split(","):
-        name, _, value = preference.partition(";")[0].partition("=")
-        if name.strip().lower() != "wait":
+    for preference in raw.split(b","):
+        name, _, value = preference.partition(b";")[0].partition(b"=")
+        if name.strip().lower() != b"wait":
             continue
         try:
-            seconds = float(value.strip().strip('"'))
+            seconds = float(value.strip().strip(b'"'))
         except ValueError:
             return None
         if not math.isfinite(seconds) or seconds < 0:

@@ -57,10 +57,12 @@ class Broker(ABC):
 
     # Idempotency-Key (see `http/keyed.py` for the order of the calls). A key is per endpoint: `task.path`.
     @abstractmethod
-    async def hold_key(self, task: TaskDef, key: str) -> KeyedJob | None:
+    async def hold_key(self, task: TaskDef, key: str, quick: bool = False) -> KeyedJob | None:
         """Before a keyed submit reads its parameters: the job made with the key before, or None when this
         request may make it (the key is marked in flight meanwhile). Raises IdempotentRequestInFlight while
-        another request has it marked."""
+        another request has it marked. `quick`: the parameters are read at once (a small body, no files),
+        so a queue whose keys live elsewhere may mark the key in this process only and leave the rest to
+        `submit_keyed`, which decides atomically (and answers 409 for a mark of another process)."""
 
     @abstractmethod
     async def submit_keyed(

@@ -127,7 +127,7 @@ class LocalBroker(Broker):
                 log_job(job.record, "queued")
         return job.record
 
-    async def hold_key(self, task: TaskDef, key: str) -> KeyedJob | None:
+    async def hold_key(self, task: TaskDef, key: str, quick: bool = False) -> KeyedJob | None:
         return self._keys.hold(task.path, key)
 
     async def submit_keyed(

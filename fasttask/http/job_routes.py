@@ -103,7 +103,7 @@ def submit_handler(broker: Broker, task: TaskDef, limits: InputLimits, metrics: 
                     raise
             else:
                 record, replayed = await submit_with_key(
-                    broker, task, raw_key, lambda: read_params(request, task, limits)
+                    broker, task, raw_key, request.scope, lambda: read_params(request, task, limits)
                 )
         except Exception as exc:
             if stats is not None:

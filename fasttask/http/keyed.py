@@ -31,14 +31,17 @@ def submit_headers(scope: Scope) -> tuple[bytes | None, float | None]:
     return key, wait
 
 
-async def submit_with_key(broker: Broker, task: TaskDef, raw_key: bytes, read: ReadParams) -> tuple[JobRecord, bool]:
+async def submit_with_key(
+    broker: Broker, task: TaskDef, raw_key: bytes, scope: Scope, read: ReadParams
+) -> tuple[JobRecord, bool]:
     """The job of a submit with an Idempotency-Key, and whether it was made before (a replay).
 
     The key is marked in flight before the parameters are read (a repeat meanwhile is 409), then the job is
     made and remembered under the key in one step of the broker, so two racing requests make one job. A key
     whose job is gone (past its result_ttl) is forgotten and makes a new one."""
     key = read_key(raw_key)
-    prior = await broker.hold_key(task, key)
+    quick = _quick(task, scope)
+    prior = await broker.hold_key(task, key, quick)
     try:
         params = await read()
     except BaseException:
@@ -58,7 +61,7 @@ async def submit_with_key(broker: Broker, task: TaskDef, raw_key: bytes, read: R
                 record = await broker.get(prior.job_id)
             except JobNotFound:
                 await broker.release_key(task, key, prior)
-                prior = await broker.hold_key(task, key)
+                prior = await broker.hold_key(task, key, quick)
                 continue
             close_files(params.values())
             return record, True
@@ -66,6 +69,21 @@ async def submit_with_key(broker: Broker, task: TaskDef, raw_key: bytes, read: R
     except BaseException:
         close_files(params.values())
         raise
+
+
+QUICK_BODY_BYTES = 64 * 1024
+"""A body up to this size, of a task without files, is read at once: its request is `quick` for the broker."""
+
+
+def _quick(task: TaskDef, scope: Scope) -> bool:
+    """Whether reading the parameters takes no time worth a 409 (see `Broker.hold_key`): no files to upload
+    or download, and a small body whose size is known."""
+    if task.file_params:
+        return False
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            return value.isdigit() and int(value) <= QUICK_BODY_BYTES
+    return bool(scope["method"] == "GET")  # no body at all
 
 
 async def _submit(broker: Broker, task: TaskDef, params: dict[str, Any], key: str, mark: str) -> JobRecord | KeyedJob:

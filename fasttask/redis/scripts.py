@@ -188,13 +188,15 @@ return false
 
 SUBMIT_KEYED = (
     """
--- KEYS: SUBMIT's, then the key. ARGV: SUBMIT's, then the key's value and lifetime (ms), taken off the end.
--- A job the key made already wins (returned, nothing submitted); else SUBMIT runs as it is, and when it
--- took the job, the key remembers it.
+-- KEYS: SUBMIT's, then the key. ARGV: SUBMIT's, then the key's value, its lifetime (ms), and '1' when this
+-- request marked the key in flight itself (HOLD_KEY), taken off the end.
+-- A job the key made already wins (returned, nothing submitted), and so does another request's in-flight
+-- mark ('~' returned); else SUBMIT runs as it is, and when it took the job, the key remembers it.
+local mine = table.remove(ARGV)
 local ttl = table.remove(ARGV)
 local value = table.remove(ARGV)
 local held = redis.call('GET', KEYS[3])
-if held and held ~= '~' then
+if held and (held ~= '~' or mine ~= '1') then
   return held
 end
 local function submit()

@@ -8,6 +8,7 @@ import asyncio
 import httpx
 import pytest
 
+from fasttask.redis.keys import idempotency_key
 from fasttask.tasks import DEFAULT_RESULT_TTL_S
 from tests.support.cluster import Cluster
 
@@ -61,3 +62,15 @@ def test_a_key_is_replayed_after_an_api_restart(cluster: Cluster) -> None:
         assert connection.llen(QUEUE) == 1
         (name,) = connection.keys("fasttask:idem:*")
         assert connection.pttl(name) > DEFAULT_RESULT_TTL_S * 1000  # remembered at least as long as the job
+
+
+def test_a_key_another_process_is_still_handling_is_409_there_too(cluster: Cluster) -> None:
+    api = cluster.api()
+    with cluster.client() as connection:
+        # what HOLD_KEY leaves while a request with files is still uploading to another API process
+        connection.set(idempotency_key("/echo", "elsewhere"), "~", px=60_000)
+        response = httpx.post(f"{api}/echo", json={"n": 1}, headers={"Idempotency-Key": "elsewhere"})
+        assert response.status_code == 409
+        assert response.headers["retry-after"] == "1"
+        assert connection.llen(QUEUE) == 0
+        assert connection.get(idempotency_key("/echo", "elsewhere")) == b"~"  # the other request's mark stays
