@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import threading
 from collections import Counter
@@ -15,6 +14,7 @@ from typing import Any
 from ..batching import BatchRun
 from ..errors import JobAlreadyFinal, JobNotFound
 from ..files import MediaFile, close_files
+from ..idempotency import KeyedJob
 from ..jobs import JobRecord, JobStatus, new_job_id, utcnow
 from ..logs import job_log, log_job
 from ..loops import LoopHealth
@@ -24,6 +24,7 @@ from ..runner import CallJob, error_info
 from ..settings import Settings
 from ..tasks import TaskDef
 from .base import Broker, JobEvent, ResultFile
+from .local_keys import KeyTable
 from .local_views import LocalViews, RecentCounts
 from .slots import Slots
 
@@ -42,6 +43,8 @@ class _LocalJob:
     files: list[MediaFile] = field(default_factory=list)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     done: asyncio.Event = field(default_factory=asyncio.Event)
+    waiters: list[asyncio.Future[None]] = field(default_factory=list)
+    """`wait` calls, woken when the job ends (a bare future each: cheaper than wait_for's task)."""
     runner: asyncio.Task[None] | None = None
     run: BatchRun | None = None
     call_job: CallJob | None = None
@@ -90,6 +93,7 @@ class LocalBroker(Broker):
         self.views = LocalViews(tasks, self._concurrency, self._jobs, counts, self._running_ids, self._recent)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ready = False
+        self._keys = KeyTable()
 
     # -- lifecycle ---------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -127,14 +131,38 @@ class LocalBroker(Broker):
         slots.add(job)  # may start it at once
         return job.record
 
+    async def hold_key(self, task: TaskDef, key: str, quick: bool = False) -> KeyedJob | None:
+        return self._keys.hold(task.path, key)
+
+    async def submit_keyed(
+        self, task: TaskDef, params: dict[str, Any], key: str, fingerprint: str
+    ) -> JobRecord | KeyedJob:
+        made = self._keys.made(task.path, key)
+        if made is not None:
+            return made
+        record = await self.submit(task, params)  # no await inside: nobody takes the key meanwhile
+        self._keys.remember(task.path, key, KeyedJob(record.id, fingerprint))
+        return record
+
+    async def release_key(self, task: TaskDef, key: str, held: KeyedJob | None = None) -> None:
+        self._keys.release(task.path, key, held)
+
     async def get(self, job_id: str) -> JobRecord:
         return self._job(job_id).record
 
     async def wait(self, job_id: str, timeout_s: float) -> JobRecord:
         job = self._job(job_id)
         if not job.record.status.is_final and timeout_s > 0:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(job.done.wait(), timeout_s)
+            loop = self._running_loop()
+            waiter: asyncio.Future[None] = loop.create_future()
+            job.waiters.append(waiter)
+            timer = loop.call_later(timeout_s, _wake, waiter)
+            try:
+                await waiter
+            finally:
+                timer.cancel()
+                if not job.record.status.is_final:
+                    job.waiters.remove(waiter)
         return job.record
 
     async def cancel(self, job_id: str) -> JobRecord:
@@ -311,11 +339,15 @@ class LocalBroker(Broker):
         close_files(job.params.values(), keep=job.files)
         job.params = {}
         job.done.set()
+        for waiter in job.waiters:
+            _wake(waiter)
+        job.waiters.clear()
         self._notify(job)
         self._running_loop().call_later(job.task.result_ttl_s, self._purge, record.id)
 
     def _purge(self, job_id: str) -> None:
         job = self._jobs.pop(job_id, None)
+        self._keys.forget_job(job_id)
         if job is not None:
             close_files(job.params.values())
             close_files(job.files)
@@ -345,3 +377,8 @@ class LocalBroker(Broker):
         if self._loop is None:
             raise RuntimeError("the broker was not started")
         return self._loop
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)

@@ -21,7 +21,7 @@ from ..jobs import JobStatus
 from . import _core as core
 from ._errors import APIError
 from ._files import AsyncRemoteFile, RemoteFile
-from ._http import AsyncHTTPSession, HTTPSession
+from ._http import NO_OPTIONS, AsyncHTTPSession, HTTPSession
 from ._models import JobState, StreamEvent
 from ._runpod_protocol import (
     Poll,
@@ -47,8 +47,11 @@ class RunpodTransport(HTTPSession):
         super().__init__(settings)
         self.options = options or RunpodOptions()
 
-    def submit(self, path: str, params: Mapping[str, Any], *, as_form: bool = False) -> JobState:
-        """`POST /run`; `as_form` does not apply (runpod takes JSON only)."""
+    def submit(
+        self, path: str, params: Mapping[str, Any], *, as_form: bool = False, options: core.SubmitOptions = NO_OPTIONS
+    ) -> JobState:
+        """`POST /run`; `as_form` and `options` do not apply (runpod takes JSON only, and knows neither
+        idempotency keys nor `Prefer: wait`)."""
         answer = read_answer(self._send(run_request(path, params)))
         return parse_record(answer, self._wrap_file, task_path(path))
 
@@ -111,7 +114,9 @@ class AsyncRunpodTransport(AsyncHTTPSession):
         super().__init__(settings)
         self.options = options or RunpodOptions()
 
-    async def submit(self, path: str, params: Mapping[str, Any], *, as_form: bool = False) -> JobState:
+    async def submit(
+        self, path: str, params: Mapping[str, Any], *, as_form: bool = False, options: core.SubmitOptions = NO_OPTIONS
+    ) -> JobState:
         answer = read_answer(await self._send(run_request(path, params)))
         return parse_record(answer, self._wrap_file, task_path(path))
 

@@ -179,16 +179,26 @@ class Client:
         client._transport = transport
         return client
 
-    def submit(self, path: str, /, **params: Any) -> Job:
-        """Start a job of the task at `path`. Paths, bytes, binary file objects and MediaFiles go up as files."""
-        return self.submit_params(path, params)
+    def submit(self, path: str, /, idempotency_key: str | None = None, **params: Any) -> Job:
+        """Start a job of the task at `path`. Paths, bytes, binary file objects and MediaFiles go up as files.
 
-    def submit_params(self, path: str, params: Mapping[str, Any], *, as_form: bool = False) -> Job:
+        The submit carries an `Idempotency-Key` (`idempotency_key`, or a new random one), so it is sent again
+        after a connection error or a 5xx without ever making a second job; a key given here makes a later
+        `submit` with the same key and parameters answer with the same job.
+        """
+        return self.submit_params(path, params, idempotency_key=idempotency_key)
+
+    def submit_params(
+        self, path: str, params: Mapping[str, Any], *, as_form: bool = False, idempotency_key: str | None = None
+    ) -> Job:
         """`submit` with the parameters as a mapping (any names, `progress` too).
 
         `as_form` sends a plain form, as `curl -d` does: values are strings, and lists of strings repeat.
         """
-        state = self._transport.submit(path, params, as_form=as_form)
+        return self._submit(path, params, as_form, core.SubmitOptions.fresh(idempotency_key))
+
+    def _submit(self, path: str, params: Mapping[str, Any], as_form: bool, options: core.SubmitOptions) -> Job:
+        state = self._transport.submit(path, params, as_form=as_form, options=options)
         return Job(self._transport, state.id, state)
 
     def job(self, job_id: str) -> Job:
@@ -196,8 +206,10 @@ class Client:
         return Job(self._transport, job_id)
 
     def call(self, path: str, /, progress: Progress = False, **params: Any) -> Any:
-        """Submit a job and wait for its result; see `Job.result`."""
-        return self.submit_params(path, params).result(progress=progress)
+        """Submit a job and wait for its result; see `Job.result`. The submit itself waits for the job
+        (`Prefer: wait`), so a short job takes one request."""
+        options = core.SubmitOptions.fresh(wait_s=core.call_wait_s(progress))
+        return self._submit(path, params, False, options).result(progress=progress)
 
     def map(
         self,

@@ -20,8 +20,15 @@ from redis.exceptions import OutOfMemoryError, ReadOnlyError, RedisError, Respon
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..brokers.base import Broker, JobEvent, ResultFile
-from ..errors import JobAlreadyFinal, JobNotFound, QueueFull, QueueUnavailable, StorageUnavailable
+from ..errors import (
+    JobAlreadyFinal,
+    JobNotFound,
+    QueueFull,
+    QueueUnavailable,
+    StorageUnavailable,
+)
 from ..files import close_files, iter_files
+from ..idempotency import PENDING_S, KeyedJob, in_flight, key_ttl_s
 from ..jobs import JobRecord, JobStatus, new_job_id, utcnow
 from ..logs import job_log, log_job
 from ..loops import Backoff, LoopHealth, run_forever, stop_tasks
@@ -78,7 +85,12 @@ class RedisBroker(Broker):
         self._store = ObjectStore(settings) if settings.s3_bucket else None
         self._submit = self._redis.register_script(scripts.SUBMIT)
         self._cancel = self._redis.register_script(scripts.CANCEL)
+        self._hold_key = self._redis.register_script(scripts.HOLD_KEY)
+        self._submit_keyed = self._redis.register_script(scripts.SUBMIT_KEYED)
+        self._release_key = self._redis.register_script(scripts.RELEASE_KEY)
         self._watchers: dict[str, set[asyncio.Event]] = {}
+        self._holding: dict[str, bool] = {}
+        """Idempotency-Keys this process's requests are handling, and whether each is marked in Redis too."""
         self._background: list[asyncio.Task[None]] = []
         self._registered_queues = False
         self.loops = LoopHealth()
@@ -109,6 +121,55 @@ class RedisBroker(Broker):
 
     # -- jobs --------------------------------------------------------------------------------------
     async def submit(self, task: TaskDef, params: dict[str, Any]) -> JobRecord:
+        record = await self._enqueue(task, params)
+        assert isinstance(record, JobRecord)  # without a key, always a new job
+        return record
+
+    async def hold_key(self, task: TaskDef, key: str, quick: bool = False) -> KeyedJob | None:
+        name = layout.idempotency_key(task.path, key)
+        if name in self._holding:
+            raise in_flight(task.path)
+        # a quick request is marked here only: one round trip fewer, and SUBMIT_KEYED still decides alone
+        self._holding[name] = not quick
+        if quick:
+            return None
+        try:
+            held = await self._guard(self._hold_key(keys=[name], args=[int(PENDING_S * 1000)]))
+        except BaseException:
+            del self._holding[name]
+            raise
+        if held is None:
+            return None
+        del self._holding[name]
+        if held == b"~":
+            raise in_flight(task.path)
+        return KeyedJob.decode(held)
+
+    async def submit_keyed(
+        self, task: TaskDef, params: dict[str, Any], key: str, fingerprint: str
+    ) -> JobRecord | KeyedJob:
+        name = layout.idempotency_key(task.path, key)
+        try:
+            made = await self._enqueue(task, params, (name, fingerprint, self._holding.get(name, False)))
+        finally:
+            self._holding.pop(name, None)
+        if isinstance(made, KeyedJob) and made.job_id == "":  # another process's request is in flight
+            raise in_flight(task.path)
+        return made
+
+    async def release_key(self, task: TaskDef, key: str, held: KeyedJob | None = None) -> None:
+        name = layout.idempotency_key(task.path, key)
+        marked = self._holding.pop(name, False)
+        if held is None and not marked:
+            return  # marked in this process only (or not at all): nothing in Redis is ours
+        value = "~" if held is None else held.encode()
+        await self._guard(self._release_key(keys=[name], args=[value]))
+
+    async def _enqueue(
+        self, task: TaskDef, params: dict[str, Any], keyed: tuple[str, str, bool] | None = None
+    ) -> JobRecord | KeyedJob:
+        """SUBMIT, or with `keyed` (the key's name, the fingerprint, whether this request marked the key in
+        Redis) SUBMIT_KEYED."""
         queue = self._queues[task.path]
         record = JobRecord(new_job_id(), task.path)
         try:
@@ -123,12 +184,20 @@ class RedisBroker(Broker):
         if not self._registered_queues:
             await self._guard(self._redis.sadd(layout.queues_set_key(), *map(layout.queue_key, self._queues.values())))
             self._registered_queues = True
-        accepted = await self._guard(
-            self._submit(
-                keys=[layout.queue_key(queue), layout.job_key(record.id)],
-                args=[task.queue_size, record.id, layout.queued_channel(queue), *flat],
+        submit_keys = [layout.queue_key(queue), layout.job_key(record.id)]
+        submit_args = [task.queue_size, record.id, layout.queued_channel(queue), *flat]
+        if keyed is None:
+            accepted = await self._guard(self._submit(keys=submit_keys, args=submit_args))
+        else:
+            name, fingerprint, marked = keyed
+            value = KeyedJob(record.id, fingerprint).encode()
+            ttl_ms = int(key_ttl_s(task) * 1000)
+            mine = "1" if marked else "0"
+            accepted = await self._guard(
+                self._submit_keyed(keys=[*submit_keys, name], args=[*submit_args, value, ttl_ms, mine])
             )
-        )
+            if isinstance(accepted, bytes):  # another request made the key's job first (or `~`: is making it)
+                return KeyedJob.decode(accepted)
         if not accepted:
             raise QueueFull(task.path, task.queue_size)
         if job_log.isEnabledFor(logging.INFO):

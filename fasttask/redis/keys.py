@@ -8,6 +8,7 @@ RQ's job hash and the `fasttask:` keys below; RQ's tools ignore both.
 
 from __future__ import annotations
 
+import hashlib
 import re
 
 RQ_PREFIX = "rq"
@@ -120,3 +121,9 @@ def queued_channel(queue: str) -> str:
 
 def cleanup_lock_key(queue: str) -> str:
     return f"fasttask:cleanup:{queue}"
+
+
+def idempotency_key(path: str, key: str) -> str:
+    """`fasttask:idem:<queue>:<sha256 of the key>`: an Idempotency-Key of one endpoint, holding `~` while its
+    first request is handled, then `<fingerprint> <job id>`. Hashed: a key may hold any visible character."""
+    return f"fasttask:idem:{queue_name(path)}:{hashlib.sha256(key.encode()).hexdigest()}"

@@ -243,3 +243,49 @@ end
 return ended
 """
 )
+
+# Idempotency-Keys (`keys.idempotency_key`): `~` while the key's first request reads its parameters, then
+# `<fingerprint> <job id>`. Their own scripts: a submit without a key runs SUBMIT alone, as before.
+HOLD_KEY = """
+-- KEYS: the key. ARGV: in-flight mark's lifetime (ms). Returns what the key holds, or false after marking it.
+local held = redis.call('GET', KEYS[1])
+if held then
+  return held
+end
+redis.call('SET', KEYS[1], '~', 'PX', ARGV[1])
+return false
+"""
+
+SUBMIT_KEYED = (
+    """
+-- KEYS: SUBMIT's, then the key. ARGV: SUBMIT's, then the key's value, its lifetime (ms), and '1' when this
+-- request marked the key in flight itself (HOLD_KEY), taken off the end.
+-- A job the key made already wins (returned, nothing submitted), and so does another request's in-flight
+-- mark ('~' returned); else SUBMIT runs as it is, and when it took the job, the key remembers it.
+local mine = table.remove(ARGV)
+local ttl = table.remove(ARGV)
+local value = table.remove(ARGV)
+local held = redis.call('GET', KEYS[3])
+if held and (held ~= '~' or mine ~= '1') then
+  return held
+end
+local function submit()
+"""
+    + SUBMIT
+    + """
+end
+local accepted = submit()
+if accepted and accepted ~= 0 then
+  redis.call('SET', KEYS[3], value, 'PX', ttl)
+end
+return accepted
+"""
+)
+
+RELEASE_KEY = """
+-- KEYS: the key. ARGV: the value it must still hold to be deleted.
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
