@@ -10,8 +10,11 @@ warms up, runs the driver for --duration seconds, stops the server, and finally 
 markdown table (system, driver, jobs/s, p50 ms, p99 ms) and the fasttask/peer ratio.
 
 A "job" is one no-op task chained per connection:
-  fasttask: POST /noop -> GET /jobs/<id>?wait=60                 (server holds until final)
-  peer:     POST /noop -> POST /status?job_id=<id> every 5 ms    (its clients' polling)
+  fasttask:         POST /noop -> GET /jobs/<id>?wait=60                 (server holds until final)
+  fasttask+prefer:  POST /noop with `Prefer: wait=30`                    (one request: 200 with the result)
+  fasttask+key:     as fasttask, each submit with an Idempotency-Key of its own
+  peer:             POST /noop -> POST /status?job_id=<id> every 5 ms    (its clients' polling)
+The two fasttask variants run under wrk only; the ratios to plain fasttask come from the same run.
 Latency is per job: submit sent -> finished result received.
 
 Everything binds and connects to 127.0.0.1 only. With taskset and >= 2 CPUs the server is
@@ -35,7 +38,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from common import BENCH, FORM, HOST, MAIN_PY, ROOT, fasttask_smoke, free_port, http, parse_result, rss_mb
+from common import (
+    BENCH,
+    FORM,
+    HOST,
+    MAIN_PY,
+    ROOT,
+    cpu_times,
+    fasttask_smoke,
+    free_port,
+    http,
+    parse_result,
+    rss_mb,
+)
 
 PEER_PY = BENCH / ".venv-peer" / "bin" / "python"
 
@@ -94,8 +109,10 @@ class System:
 
 
 class FastTask(System):
-    def __init__(self) -> None:
-        super().__init__("fasttask", MAIN_PY, "fasttask.lua")
+    def __init__(self, mode: str = "plain") -> None:
+        super().__init__("fasttask" if mode == "plain" else f"fasttask+{mode}", MAIN_PY, "fasttask.lua")
+        self.mode = mode
+        """bench/wrk/fasttask.lua's MODE: plain, key (an Idempotency-Key per submit), prefer (Prefer: wait)."""
 
     def command(self, port: int) -> list[str]:
         return [
@@ -245,6 +262,8 @@ def run_wrk(
     ]
     if system.name == "peer":
         cmd += ["--", str(poll_ms)]
+    elif isinstance(system, FastTask) and system.mode != "plain":
+        cmd += ["--", "/noop", system.mode]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 120)
     if r.returncode != 0:
         raise RuntimeError(f"wrk exited {r.returncode}: {r.stderr[-1000:]}")
@@ -319,7 +338,10 @@ def measure(
         fn = DRIVERS[driver]
         if args.warmup > 0:
             fn(system, server.base, args.warmup, args.connections, args.poll_ms, driver_prefix)
+        cpu_before = sum(cpu_times(server.proc.pid))
         res, out = fn(system, server.base, args.duration, args.connections, args.poll_ms, driver_prefix)
+        if res.get("jobs"):  # the server's own CPU per job: far steadier than jobs/s on a busy machine
+            res["server_cpu_us_per_job"] = round((sum(cpu_times(server.proc.pid)) - cpu_before) * 1e6 / res["jobs"], 1)
         (logdir / f"driver-{system.name}-{driver}.txt").write_text(out)
         res["server_rss_mb"] = rss_mb(server.proc.pid)
         alive = server.proc.poll() is None
@@ -331,6 +353,15 @@ def measure(
     finally:
         server.stop()
     return row
+
+
+def median_row(rows: list[Row]) -> Row:
+    """The run with the median jobs/s (a failed run, if any, is reported instead: it must be seen)."""
+    failed = [r for r in rows if not r.result]
+    if failed:
+        return failed[0]
+    ranked = sorted(rows, key=lambda r: r.result["jobs_per_s"] if r.result else 0.0)
+    return ranked[len(ranked) // 2]
 
 
 def fmt(v: float) -> str:
@@ -347,25 +378,26 @@ def notes(res: dict[str, Any]) -> str:
     return ", ".join(bad)
 
 
-def render(rows: list[Row], args: argparse.Namespace, pin_note: str) -> str:
+def render(rows: list[Row], runs: dict[tuple[str, str], list[Row]], args: argparse.Namespace, pin_note: str) -> str:
     lines = [
         f"Core benchmark: no-op task, {args.connections} connections, {args.duration:g} s per run "
-        f"(+{args.warmup:g} s warm-up), peer polls every {args.poll_ms:g} ms, "
+        f"(+{args.warmup:g} s warm-up, median of {args.repeat} interleaved runs), "
+        f"peer polls every {args.poll_ms:g} ms, "
         f"peer access log {args.peer_access_log}.",
         f"CPU: {pin_note}.",
         "",
-        "| system | driver | jobs/s | p50 ms | p99 ms | notes |",
-        "|---|---|---:|---:|---:|---|",
+        "| system | driver | jobs/s | p50 ms | p99 ms | server CPU µs/job | notes |",
+        "|---|---|---:|---:|---:|---:|---|",
     ]
     for r in rows:
         if r.result:
             res = r.result
             lines.append(
                 f"| {r.system} | {r.driver} | {fmt(res['jobs_per_s'])} | {res['p50_ms']:.2f} "
-                f"| {res['p99_ms']:.2f} | {notes(res)} |"
+                f"| {res['p99_ms']:.2f} | {res.get('server_cpu_us_per_job', '-')} | {notes(res)} |"
             )
         else:
-            lines.append(f"| {r.system} | {r.driver} | - | - | - | {(r.error or '?').splitlines()[0][:160]} |")
+            lines.append(f"| {r.system} | {r.driver} | - | - | - | - | {(r.error or '?').splitlines()[0][:160]} |")
     lines.append("")
     by = {(r.system, r.driver): r.result for r in rows if r.result}
     for driver in args.drivers:
@@ -374,6 +406,29 @@ def render(rows: list[Row], args: argparse.Namespace, pin_note: str) -> str:
             lines.append(f"ratio fasttask/peer jobs/s ({driver}): **{ft['jobs_per_s'] / pe['jobs_per_s']:.1f}x**")
         else:
             lines.append(f"ratio fasttask/peer jobs/s ({driver}): n/a")
+    for name, what in (
+        ("fasttask+prefer", "one request per job (Prefer: wait=30) / submit then wait"),
+        ("fasttask+key", "an Idempotency-Key on every submit / none"),
+    ):
+        pairs = [
+            (v.result, p.result)
+            for v, p in zip(runs.get((name, "wrk"), []), runs.get(("fasttask", "wrk"), []), strict=False)
+            if v.result and p.result and p.result["jobs_per_s"] > 0
+        ]
+        if not pairs:
+            continue
+        # each round's variant against the plain run of the same round: a busy spell cancels out
+        speed = sorted(v["jobs_per_s"] / p["jobs_per_s"] for v, p in pairs)
+        cpu = sorted(
+            v["server_cpu_us_per_job"] / p["server_cpu_us_per_job"]
+            for v, p in pairs
+            if v.get("server_cpu_us_per_job") and p.get("server_cpu_us_per_job")
+        )
+        line = f"ratio {what} (wrk, median of {len(speed)} rounds): jobs/s **{speed[len(speed) // 2]:.2f}x**"
+        line += f" (rounds {', '.join(f'{x:.2f}' for x in speed)})"
+        if cpu:
+            line += f"; server CPU per job {cpu[len(cpu) // 2]:.2f}x (rounds {', '.join(f'{x:.2f}' for x in cpu)})"
+        lines.append(line)
     return "\n".join(lines)
 
 
@@ -383,9 +438,12 @@ def main() -> int:
     ap.add_argument("--connections", type=int, default=32, help="concurrent job chains (default 32)")
     ap.add_argument("--warmup", type=float, default=2.0, help="seconds of unmeasured warm-up (default 2)")
     ap.add_argument("--poll-ms", type=float, default=5.0, help="peer poll interval (default 5)")
-    ap.add_argument("--systems", default="fasttask,peer")
+    ap.add_argument("--systems", default="fasttask,fasttask+prefer,fasttask+key,peer")
     ap.add_argument("--drivers", default="wrk,python")
     ap.add_argument("--no-pin", action="store_true", help="do not pin with taskset")
+    ap.add_argument(
+        "--repeat", type=int, default=1, help="rounds over all systems; each row is its median run (default 1)"
+    )
     ap.add_argument(
         "--peer-access-log",
         choices=["on", "off"],
@@ -410,27 +468,39 @@ def main() -> int:
     server_prefix, driver_prefix, pin_note = cpu_plan(args.no_pin)
     print(f"CPU: {pin_note}", flush=True)
 
-    known = {"fasttask": FastTask, "peer": Peer}
-    rows: list[Row] = []
-    for name in args.systems:
-        system = known[name]()
-        if isinstance(system, Peer):
-            system.access_log = args.peer_access_log == "on"
-        why = system.available()
-        for driver in args.drivers:
-            if why:
-                rows.append(Row(name, driver, error=f"unavailable: {why}"))
-                print(f"[{name}/{driver}] unavailable: {why}", flush=True)
-                continue
-            print(f"[{name}/{driver}] running {args.duration:g}s with {args.connections} connections ...", flush=True)
-            row = measure(system, driver, args, server_prefix, driver_prefix, logdir)
-            rows.append(row)
-            if row.result:
-                print(f"[{name}/{driver}] {json.dumps(row.result)}", flush=True)
-            else:
-                print(f"[{name}/{driver}] ERROR {row.error}", flush=True)
+    known: dict[str, Any] = {
+        "fasttask": FastTask,
+        "fasttask+prefer": lambda: FastTask("prefer"),
+        "fasttask+key": lambda: FastTask("key"),
+        "peer": Peer,
+    }
+    runs: dict[tuple[str, str], list[Row]] = {}
+    for round_ in range(args.repeat):  # rounds interleave the systems: a busy spell hits all of them alike
+        for name in args.systems:
+            system = known[name]()
+            if isinstance(system, Peer):
+                system.access_log = args.peer_access_log == "on"
+            why = system.available()
+            for driver in args.drivers:
+                if isinstance(system, FastTask) and system.mode != "plain" and driver != "wrk":
+                    continue  # the variants are wrk scripts
+                done = runs.setdefault((name, driver), [])
+                if why:
+                    if round_ == 0:
+                        done.append(Row(name, driver, error=f"unavailable: {why}"))
+                        print(f"[{name}/{driver}] unavailable: {why}", flush=True)
+                    continue
+                what = f"{args.duration:g}s with {args.connections} connections"
+                print(f"[{name}/{driver}] running {what} ...", flush=True)
+                row = measure(system, driver, args, server_prefix, driver_prefix, logdir)
+                done.append(row)
+                if row.result:
+                    print(f"[{name}/{driver}] {json.dumps(row.result)}", flush=True)
+                else:
+                    print(f"[{name}/{driver}] ERROR {row.error}", flush=True)
+    rows = [median_row(done) for done in runs.values()]
 
-    table = render(rows, args, pin_note)
+    table = render(rows, runs, args, pin_note)
     (logdir / "results.md").write_text(table + "\n")
     (logdir / "results.json").write_text(
         json.dumps(

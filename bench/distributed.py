@@ -5,7 +5,8 @@ One command runs everything, each measurement on a fresh redis-server it starts 
     python bench/distributed.py [--duration 10] [--connections 32] [--jobs 3000] [--profile]
 
 1. fasttask end to end: `POST /noop` -> worker -> `GET /jobs/<id>?wait=60`, chained per connection by
-   wrk with bench/wrk/fasttask.lua, 1 API process with 1 worker, then with 2 workers: jobs/s, p50, p99.
+   wrk with bench/wrk/fasttask.lua, 1 API process with 1 worker, then with 2 workers: jobs/s, p50, p99;
+   and with 1 worker again, each submit with an Idempotency-Key of its own (target: at most 10% fewer jobs/s).
 2. worker CPU ms per job (/proc/<pid>/stat utime+stime of the worker processes, before and after).
 3. Redis commands per job (INFO commandstats before and after, less INFO and this script's own
    look-ups), the top commands per job, and (1 worker) a MONITOR sample that splits them into commands
@@ -183,12 +184,12 @@ def drain(r: MiniRedis, queue: str, timeout: float = 60.0) -> None:
     wait_for(lambda: r.call("LLEN", qkey) == 0 and r.call("ZCARD", wip) == 0, timeout, f"{queue} to drain", 0.02)
 
 
-def start_wrk(base: str, duration: float, conns: int, path: str) -> subprocess.Popen[str]:
+def start_wrk(base: str, duration: float, conns: int, path: str, mode: str = "plain") -> subprocess.Popen[str]:
     # one connection per wrk thread: the Lua chain state is per thread (see wrk/common.lua)
     cmd = ["wrk", "-t", str(conns), "-c", str(conns), "-d", f"{max(1, round(duration))}s", "--timeout", "70s"]
     cmd += ["-s", str(BENCH / "wrk" / "fasttask.lua"), base]
-    if path != NOOP_PATH:
-        cmd += ["--", path]
+    if path != NOOP_PATH or mode != "plain":
+        cmd += ["--", path, mode]  # mode: fasttask.lua's MODE (key: an Idempotency-Key on every submit)
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -199,8 +200,8 @@ def finish_wrk(p: subprocess.Popen[str], timeout: float) -> tuple[dict[str, Any]
     return parse_result(out), out + err
 
 
-def run_wrk(base: str, duration: float, conns: int, path: str) -> tuple[dict[str, Any], str]:
-    return finish_wrk(start_wrk(base, duration, conns, path), duration + 120)
+def run_wrk(base: str, duration: float, conns: int, path: str, mode: str = "plain") -> tuple[dict[str, Any], str]:
+    return finish_wrk(start_wrk(base, duration, conns, path, mode), duration + 120)
 
 
 # ----------------------------------------------------------------------------- measuring
@@ -391,8 +392,11 @@ def measure_fasttask(
     monitor: bool = False,
     do_profile: bool = False,
     steady: bool = False,
+    mode: str = "plain",
 ) -> Row:
     setup = f"1 API + {workers} worker{'s' if workers > 1 else ''}, {conns} wrk conns"
+    if mode == "key":
+        setup += ", an Idempotency-Key on every submit"
     row = Row(key, "fasttask e2e" + ("" if path == NOOP_PATH else f" ({path})"), setup)
     tag = run_tag(key)
     redis = RedisServer(logdir, tag)
@@ -431,10 +435,10 @@ def measure_fasttask(
             res["jobs_per_s"] = round(res["jobs_done"] / res["window_s"], 1)
         else:
             if args.warmup >= 1:
-                run_wrk(cluster.base, args.warmup, conns, path)
+                run_wrk(cluster.base, args.warmup, conns, path, mode)
             drain(redis.r, queue)
             before = snapshot(redis, queue, roles)
-            res, out = run_wrk(cluster.base, args.duration, conns, path)
+            res, out = run_wrk(cluster.base, args.duration, conns, path, mode)
             drain(redis.r, queue)
             after = snapshot(redis, queue, roles)
             res.update(window(before, after))
@@ -657,7 +661,7 @@ def render(rows: list[Row], args: argparse.Namespace, machine_note: str) -> str:
         "| # | system | setup | jobs/s | p50 ms | p99 ms | worker CPU ms/job | Redis cmds/job | notes |",
         "|---|---|---|---:|---:|---:|---:|---:|---|",
     ]
-    section = {"e2e-1": 1, "e2e-2": 1, "rq-1": 4, "rq-2": 4, "celery": 5, "many": 6}
+    section = {"e2e-1": 1, "e2e-2": 1, "e2e-1-key": 1, "rq-1": 4, "rq-2": 4, "celery": 5, "many": 6}
     for r in rows:
         n = section.get(r.key, "")
         if r.unavailable:
@@ -696,6 +700,13 @@ def render(rows: list[Row], args: argparse.Namespace, machine_note: str) -> str:
         f"| fasttask e2e, 2 workers ≥ RQ SimpleWorker x2 drain | {fmt(ft2)} vs {fmt(rq2)} jobs/s"
         f"{f' ({ft2 / rq2:.2f}x)' if ft2 and rq2 else ''} | {verdict(ok)} |"
     )
+
+    plain, keyed = val("e2e-1", "jobs_per_s"), val("e2e-1-key", "jobs_per_s")
+    if plain and keyed:
+        lines.append(
+            f"| an Idempotency-Key on every submit: ≥ 0.9x the jobs/s of none (1 worker) "
+            f"| {fmt(keyed)} vs {fmt(plain)} jobs/s ({keyed / plain:.2f}x) | {verdict(keyed >= 0.9 * plain)} |"
+        )
 
     def setup_of(k: str) -> str:
         return f"{by[k].system}, {by[k].setup}" if k in by else k
@@ -984,6 +995,22 @@ def main() -> int:
                     ),
                 )
             )
+        plan.append(
+            (
+                "fasttask e2e, 1 worker, an Idempotency-Key on every submit",
+                lambda first: measure_fasttask(
+                    args,
+                    logdir,
+                    key="e2e-1-key",
+                    app=NOOP_APP,
+                    path=NOOP_PATH,
+                    queue=NOOP_QUEUE,
+                    workers=1,
+                    conns=args.connections,
+                    mode="key",
+                ),
+            )
+        )
     if "rq" in only:
         for n in (1, 2):
             plan.append((f"RQ SimpleWorker drain, {n} worker(s)", lambda first, n=n: measure_rq(args, logdir, n)))

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Installs what bench/core.py and bench/distributed.py need besides the project's own venv
+# Installs what bench/core.py, bench/distributed.py and bench/batching.py need besides the project's own venv
 # (the repository's .venv): the peer, fast-task-api 1.2.9, in bench/.venv-peer,
-# Celery in bench/.venv-celery, wrk and redis-server.
+# Celery in bench/.venv-celery, Ray Serve in ~/.cache/fasttask-bench/ray-venv, wrk and redis-server.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 py="${PYTHON:-python3}"
@@ -15,6 +15,14 @@ if [ ! -x "$here/.venv-celery/bin/python" ]; then
   "$py" -m venv "$here/.venv-celery"
 fi
 "$here/.venv-celery/bin/pip" install -q "celery[redis]"
+# batching.py's Ray Serve row (it reports the row unavailable without this venv); outside the repository,
+# as it is large: FASTTASK_RAY_VENV moves it (then pass --ray-python to batching.py)
+ray_venv="${FASTTASK_RAY_VENV:-$HOME/.cache/fasttask-bench/ray-venv}"
+if [ ! -x "$ray_venv/bin/python" ]; then
+  mkdir -p "$(dirname "$ray_venv")"
+  "$py" -m venv "$ray_venv"
+fi
+"$ray_venv/bin/pip" install -q "ray[serve]"
 for tool in wrk redis-server; do
   if ! command -v "$tool" >/dev/null 2>&1; then
     if command -v apt-get >/dev/null 2>&1; then

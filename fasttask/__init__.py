@@ -35,6 +35,7 @@ from .files import AudioFile, ImageFile, MediaFile, VideoFile
 from .jobs import JobStatus
 from .progress import JobProgress
 from .settings import Settings
+from .tasks import Batch
 
 __all__ = [
     "APIError",
@@ -43,6 +44,7 @@ __all__ = [
     "AsyncRemoteFile",
     "AudioFile",
     "BackendUnavailable",
+    "Batch",
     "Client",
     "ClientError",
     "ConfigError",

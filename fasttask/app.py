@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from .errors import ConfigError
 from .progress import JobProgress
 from .settings import Settings
-from .tasks import DEFAULT_QUEUE_SIZE, DEFAULT_RESULT_TTL_S, TaskDef, is_progress_parameter
+from .tasks import DEFAULT_QUEUE_SIZE, DEFAULT_RESULT_TTL_S, Batch, TaskDef, is_progress_parameter
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -52,15 +52,22 @@ class FastTaskAPI:
         retries: int = 0,
         result_ttl: float = DEFAULT_RESULT_TTL_S,
         methods: Sequence[str] = ("POST",),
+        batch: Batch | None = None,
     ) -> Callable[[F], F]:
-        """Serve `fn` at `path` as a job: a call answers 202 with the job, which runs in the background."""
+        """Serve `fn` at `path` as a job: a call answers 202 with the job, which runs in the background.
+
+        With `batch=Batch(max_size, max_wait_ms)` up to `max_size` queued jobs run as one call: each parameter
+        is annotated `list[T]` (a request carries one `T`), and `fn` returns a list with one result per job.
+        """
 
         def register(fn: F) -> F:
             if path in self.tasks or any(p == path for p, _, _ in self.plain_endpoints):
                 raise ConfigError(f"path {path} is registered twice")
             self._check_not_built()
             verbs = tuple(m.upper() for m in methods)
-            self.tasks[path] = TaskDef(path, fn, queue_size, timeout, retries, result_ttl, verbs)
+            if batch is not None and not isinstance(batch, Batch):
+                raise ConfigError(f"{path}: batch= takes a fasttask.Batch, not {type(batch).__name__}")
+            self.tasks[path] = TaskDef(path, fn, queue_size, timeout, retries, result_ttl, verbs, batch)
             return fn
 
         return register

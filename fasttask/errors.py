@@ -1,7 +1,8 @@
 """Errors fasttask raises; each carries the HTTP status it maps to.
 
 * FastTaskError
-  x InvalidInput 422        x JobNotFound 404       x JobAlreadyFinal 409
+  x InvalidInput 422 > IdempotencyKeyReused         x JobNotFound 404       x JobAlreadyFinal 409
+  x InvalidIdempotencyKey 400                       x IdempotentRequestInFlight 409 (+Retry-After)
   x QueueFull 429 (+Retry-After)                    x PayloadTooLarge 413
   x UnsupportedMediaType 415                        x RangeNotSatisfiable 416
   x Unauthorized 401        x BackendUnavailable 503 > QueueUnavailable, StorageUnavailable
@@ -30,6 +31,26 @@ class InvalidInput(FastTaskError):
     """Raised when a request's parameters cannot be turned into a task call."""
 
     status_code = 422
+
+
+class IdempotencyKeyReused(InvalidInput):
+    """Raised when an Idempotency-Key already made a job of the same endpoint with other parameters."""
+
+
+class InvalidIdempotencyKey(FastTaskError):
+    """Raised when an Idempotency-Key header is not 1 to 255 visible ASCII characters."""
+
+    status_code = 400
+
+
+class IdempotentRequestInFlight(FastTaskError):
+    """Raised when the first request with an Idempotency-Key is still being handled and has no job yet."""
+
+    status_code = 409
+
+    def __init__(self, detail: str, retry_after_s: int = 1) -> None:
+        super().__init__(detail)
+        self.retry_after_s = retry_after_s
 
 
 class JobNotFound(FastTaskError):

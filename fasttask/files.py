@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import hashlib
 import io
 import mimetypes
 import os
@@ -193,8 +194,9 @@ class MediaFile:
     # -- pydantic -----------------------------------------------------------------------------------
     @classmethod
     def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
-        # In JSON (a job's parameters on their way to a worker) a file travels as its dict form.
-        serializer = core_schema.plain_serializer_function_ser_schema(lambda media: media.to_dict(), when_used="json")
+        # In JSON (a job's parameters on their way to a worker) a file travels as its dict form; dumped with
+        # FILE_DIGESTS in the context (an Idempotency-Key's fingerprint), as the digest of its bytes
+        serializer = core_schema.plain_serializer_function_ser_schema(_dump_file, info_arg=True, when_used="json")
         return core_schema.with_info_plain_validator_function(cls._validate, serialization=serializer)
 
     def to_dict(self) -> dict[str, Any]:
@@ -293,6 +295,20 @@ class MediaFile:
         media = cls.__new__(cls)
         media.__dict__.update(other.__dict__)
         return media
+
+
+FILE_DIGESTS = "file_digests"
+"""A serialization context key: files dump as `{"sha256": <hex of their bytes>}` instead of their content."""
+
+
+def _dump_file(media: MediaFile, info: core_schema.SerializationInfo) -> dict[str, Any]:
+    context = info.context
+    if context and context.get(FILE_DIGESTS):
+        digest = hashlib.sha256()
+        for chunk in media.iter_chunks():
+            digest.update(chunk)
+        return {"sha256": digest.hexdigest()}
+    return media.to_dict()
 
 
 class _Spool:

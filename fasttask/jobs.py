@@ -36,6 +36,9 @@ _LEGACY_STATUS = {
     JobStatus.TIMEOUT: "Timeout",
 }
 
+# APIPod's job protocol (fastSDK 0.4) spells statuses in lower case and calls running "processing".
+_APIPOD_STATUS = {status: "processing" if status is JobStatus.RUNNING else status.value for status in JobStatus}
+
 
 def new_job_id() -> str:
     """128 random bits, hex: unguessable, and safe in URLs and Redis keys."""
@@ -74,6 +77,7 @@ class JobRecord:
         job_id = self.id
         shape = {
             "id": job_id,
+            "job_id": job_id,
             "endpoint": self.endpoint,
             "status": self.status.value,
             "progress": self.progress,
@@ -87,6 +91,7 @@ class JobRecord:
                 "self": f"/jobs/{job_id}",
                 "cancel": f"/jobs/{job_id}/cancel",
                 "stream": f"/jobs/{job_id}/stream",
+                "status": f"/status/{job_id}",
             },
             "refresh_job_url": f"/status?job_id={job_id}",
             "endpoint_protocol": "socaity",
@@ -96,17 +101,14 @@ class JobRecord:
         return shape
 
     def to_legacy_json(self, base_url: str) -> dict[str, Any]:
-        """The FastTaskAPI 1.x status shape, for clients written against it (fastSDK)."""
+        """The FastTaskAPI 1.x status shape, for clients written against it (fastSDK 0.2)."""
         job_id = self.id
-        error = None
-        if self.error is not None:
-            error = f"{self.error['type']}: {self.error['message']}"
         return {
             "id": job_id,
             "status": _LEGACY_STATUS[self.status],
             "progress": {"progress": self.progress, "message": self.message},
             "result": legacy_result(self.result, base_url),
-            "error": error,
+            "error": self.error_text(),
             "refresh_job_url": f"/status?job_id={job_id}",
             "cancel_job_url": f"/jobs/{job_id}/cancel",
             "created_at": isoformat(self.created_at),
@@ -115,6 +117,23 @@ class JobRecord:
             "execution_finished_at": isoformat(self.finished_at),
             "endpoint_protocol": "socaity",
         }
+
+    def to_apipod_json(self, base_url: str) -> dict[str, Any]:
+        """APIPod's status shape (`GET /status/{id}`), for clients that speak its job protocol (fastSDK 0.4)."""
+        job_id = self.id
+        return {
+            "job_id": job_id,
+            "status": _APIPOD_STATUS[self.status],
+            "progress": self.progress,
+            "message": self.message,
+            "result": legacy_result(self.result, base_url),
+            "error": self.error_text(),
+            "links": {"status": f"/status/{job_id}", "cancel": f"/cancel/{job_id}", "stream": f"/stream/{job_id}"},
+        }
+
+    def error_text(self) -> str | None:
+        """The error as one string, `Type: message`, as both older protocols carry it."""
+        return None if self.error is None else f"{self.error['type']}: {self.error['message']}"
 
 
 def is_file_result(value: Any) -> bool:

@@ -15,6 +15,7 @@ The names and labels are stable and documented in docs/operations.md:
     fasttask_http_requests_total{route,method,code} fasttask_http_request_seconds{route,method} (histogram)
     fasttask_loop_up{loop}                          fasttask_loop_failures_total{loop}
     fasttask_webhook_deliveries_total{endpoint,outcome}
+    fasttask_batch_size{endpoint} (histogram; endpoints with batch= only)
 """
 
 from __future__ import annotations
@@ -50,6 +51,9 @@ JOB_BUCKETS = (
 HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 """Seconds: `?wait=` holds a request up to 60 s and streams longer; the rest answer in milliseconds."""
 
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
+"""Jobs per call of a batched endpoint: powers of two up to the largest `Batch.max_size`."""
+
 REJECT_REASONS = ("queue_full", "invalid", "unavailable")
 FINAL = tuple(status.value for status in JobStatus if status in FINAL_STATUSES)
 
@@ -80,7 +84,7 @@ class Buckets:
 class EndpointStats:
     """Everything counted about one task endpoint's jobs in this process."""
 
-    __slots__ = ("endpoint", "finished", "rejected", "run", "submitted", "wait")
+    __slots__ = ("batch", "endpoint", "finished", "rejected", "run", "submitted", "wait")
 
     def __init__(self, endpoint: str) -> None:
         self.endpoint = endpoint
@@ -89,6 +93,17 @@ class EndpointStats:
         self.finished = dict.fromkeys(FINAL, 0)
         self.wait = Buckets(JOB_BUCKETS)
         self.run = Buckets(JOB_BUCKETS)
+        self.batch: Buckets | None = None
+        """Jobs per call, for an endpoint with `batch=` (made by `batched`)."""
+
+    def batched(self) -> Buckets:
+        """The endpoint batches: its `fasttask_batch_size` series, made on first use."""
+        if self.batch is None:
+            self.batch = Buckets(BATCH_BUCKETS)
+        return self.batch
+
+    def observe_batch(self, jobs: int) -> None:
+        self.batched().observe(jobs)
 
     def started(self, waited_s: float) -> None:
         self.wait.observe(max(0.0, waited_s))
@@ -128,6 +143,11 @@ class JobMetrics:
         with self._lock:
             self.stats(endpoint).ended(status, ran_s)
 
+    def observe_batch(self, endpoint: str, jobs: int) -> None:
+        """`EndpointStats.observe_batch` for callers on several threads."""
+        with self._lock:
+            self.stats(endpoint).observe_batch(jobs)
+
     def stats(self, endpoint: str) -> EndpointStats:
         found = self.endpoints.get(endpoint)
         if found is None:
@@ -147,6 +167,7 @@ class JobMetrics:
             "fasttask_job_wait_seconds", "Time from submit (or re-queue) to start", labels=["endpoint"]
         )
         run = HistogramMetricFamily("fasttask_job_run_seconds", "Time from start to the end", labels=["endpoint"])
+        batch = HistogramMetricFamily("fasttask_batch_size", "Jobs per call of a batched endpoint", labels=["endpoint"])
         for stat in stats:
             submitted.add_metric([stat.endpoint], stat.submitted)
             for reason, count in stat.rejected.items():
@@ -155,12 +176,16 @@ class JobMetrics:
                 finished.add_metric([stat.endpoint, status], count)
             wait.add_metric([stat.endpoint], stat.wait.cumulative(), stat.wait.total)
             run.add_metric([stat.endpoint], stat.run.cumulative(), stat.run.total)
+            if stat.batch is not None:
+                batch.add_metric([stat.endpoint], stat.batch.cumulative(), stat.batch.total)
         webhooks = CounterMetricFamily(
             "fasttask_webhook_deliveries", "Webhook delivery attempts, by outcome", labels=["endpoint", "outcome"]
         )
         for (endpoint, outcome), count in sorted(self.webhook_attempts.items()):
             webhooks.add_metric([endpoint, outcome], count)
         yield from (submitted, rejected, finished, wait, run, webhooks)
+        if batch.samples:  # no family at all for a service without batched endpoints
+            yield batch
 
 
 class RouteStats:

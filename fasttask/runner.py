@@ -27,10 +27,11 @@ main thread, signals and Redis.
 Several jobs as one call (batching): a `Call` with n jobs passes every parameter as a list with one entry
 per job, in the jobs' order, and a `JobProgress` whose reports reach every job's progress target. The task
 returns a list of n entries: entry i becomes job i's result, an `Exception` entry fails job i alone, and a
-return that is not a list of n entries fails every job of the call. With one job a call is exactly a plain
-task call. A batching host adds what is its own around that seam: it collects waiting jobs into a call
-(leaving out stopped ones), re-runs a raising call on fewer jobs to find the ones that make it raise, and
-records each job's outcome as it would a single job's. Generator tasks always run one job per call.
+return that is not a list of n entries fails every job of the call. A task declared with `batch=` is always
+called that way, with one job too; any other task's call of one job is a plain task call. The hosts collect
+waiting jobs into batches and run them through `fasttask.batching`, which leaves out stopped jobs and re-runs
+a raising call on fewer jobs to find the ones that make it raise; each host records each job's outcome as it
+would a single job's. Generator tasks always run one job per call.
 """
 
 from __future__ import annotations
@@ -82,7 +83,18 @@ class CallJob:
 class Call:
     """One call of a task, for one or more jobs (see the module's docstring for several)."""
 
-    __slots__ = ("_running", "_timer", "jobs", "may_retry", "stop", "task", "timed_out")
+    __slots__ = (
+        "_running",
+        "_timer",
+        "jobs",
+        "may_retry",
+        "per_job",
+        "raised",
+        "split_on_raise",
+        "stop",
+        "task",
+        "timed_out",
+    )
 
     def __init__(self, task: TaskDef, jobs: Sequence[CallJob], may_retry: bool = False) -> None:
         if not jobs:
@@ -93,10 +105,25 @@ class Call:
         self.jobs = list(jobs)
         self.may_retry = may_retry
         self.timed_out = False
+        self.per_job = len(jobs) > 1 or task.batch is not None
+        """Parameters go in as lists and the result comes back as a list, one entry per job."""
+        self.raised: Exception | None = None
+        """What the call itself raised (then every job's error), as opposed to what it returned."""
+        self.split_on_raise = False
+        """Set by `fasttask.batching`: when the call of several jobs raises, their failures are not logged, for
+        the jobs are run again in smaller calls (`splits`)."""
         # what the task's own JobProgress checks: with one job that job's flag, else set once all are stopped
         self.stop = jobs[0].stop if len(jobs) == 1 else threading.Event()
         self._running: asyncio.Task[Any] | None = None  # the task awaiting async code, to cancel it
         self._timer: asyncio.TimerHandle | None = None
+
+    @property
+    def splits(self) -> bool:
+        """The call raised on several jobs, not for a stop: `fasttask.batching` runs them again in halves."""
+        raised = self.raised
+        if raised is None or isinstance(raised, JobCancelled):
+            return False
+        return self.split_on_raise and len(self.jobs) > 1
 
     def stop_job(self, job: CallJob) -> None:
         """Stop one job; once all of the call's jobs are stopped, interrupt the call."""
@@ -129,7 +156,7 @@ class Call:
     def kwargs(self) -> dict[str, Any]:
         """The task's keyword arguments: each parameter's value, or with several jobs the list of theirs."""
         jobs = self.jobs
-        if len(jobs) == 1:
+        if not self.per_job:
             job = jobs[0]
             if self.task.progress_param is None:
                 return dict(job.params)
@@ -146,12 +173,15 @@ class Call:
     def settle(self, value: Any) -> None:
         """Hand out what the task returned: the result, or with several jobs one entry to each job."""
         jobs = self.jobs
-        if len(jobs) == 1:
+        if not self.per_job:
             jobs[0].result = to_json_value(value, jobs[0].store_file)
             return
         if not isinstance(value, list | tuple) or len(value) != len(jobs):
             got = f"{len(value)} entries" if isinstance(value, list | tuple) else type(value).__name__
-            error = TypeError(f"{self.task.path} ran {len(jobs)} jobs in one call and returned {got}")
+            error = TypeError(
+                f"{self.task.path} ran {len(jobs)} job{'s' if len(jobs) > 1 else ''} in one call and returned {got}:"
+                " a batched task returns a list with one entry per job"
+            )
             for job in jobs:
                 job.error = error
             return
@@ -173,6 +203,7 @@ class Call:
                 self.stop_job(job)
 
     def _begin(self) -> None:
+        self.raised = None
         for job in self.jobs:
             job.result = job.error = None
             job.retrying = False
@@ -180,10 +211,13 @@ class Call:
             raise JobCancelled(f"job {self.jobs[0].job_id} was stopped")
 
     def _fail(self, exc: Exception) -> None:
+        self.raised = exc
         for job in self.jobs:
             job.error = exc
 
     def _log_failures(self) -> None:
+        if self.raised is not None and self.splits:
+            return  # not these jobs' outcome yet: each is logged once its own call decides it
         for job in self.jobs:
             if job.error is not None and not job.stopped:
                 job.retrying = self.may_retry and not job.stop.is_set()

@@ -9,6 +9,7 @@ of keys.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import importlib
 import time
@@ -18,6 +19,7 @@ from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from .errors import JobNotFound, MissingExtra, StorageUnavailable
+from .files import iter_files
 from .settings import Settings
 
 if TYPE_CHECKING:
@@ -170,6 +172,18 @@ class ObjectStore:
             self.delete(keys)
             deleted += len(keys)
         return deleted
+
+
+async def upload_large_files(
+    store: ObjectStore, job_id: str, params: dict[str, Any], inline_bytes: float, ttl_s: float
+) -> None:
+    """A job's input files past `inline_bytes` go to the bucket (kept `ttl_s`); the job carries their keys."""
+    for index, media in enumerate(f for value in params.values() for f in iter_files(value)):
+        if media.size <= inline_bytes or media.object_key is not None:
+            continue
+        key = store.key_for(job_id, f"in-{index}-{media.file_name}", ttl_s)
+        await asyncio.to_thread(store.put_file, key, media)
+        media.object_key = key
 
 
 def _presign(client: Any, bucket: str, key: str, ttl_s: float) -> str:

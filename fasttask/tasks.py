@@ -18,6 +18,11 @@ from .progress import JobProgress
 
 DEFAULT_QUEUE_SIZE = 100
 DEFAULT_RESULT_TTL_S = 3600
+MAX_BATCH_SIZE = 4096
+"""Most jobs one batched call may take: far above what one model call holds, low enough that a typo
+(`max_size=10**6`) fails at start-up instead of building a call that holds a whole queue."""
+MAX_BATCH_WAIT_MS = 60_000
+"""Longest `max_wait_ms`: a job waits for its batch at most a minute, never unbounded."""
 
 
 class TaskKind(str, Enum):
@@ -37,6 +42,30 @@ def task_kind(fn: Callable[..., Any]) -> TaskKind:
     if inspect.iscoroutinefunction(fn):
         return TaskKind.ASYNC
     return TaskKind.SYNC
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Run up to `max_size` queued jobs of an endpoint as one call, waiting up to `max_wait_ms` (counted from
+    the oldest job's submit) for a batch to fill. The task's parameters are then annotated `list[T]`: it gets
+    the batch's values, one per job, and returns one result per job."""
+
+    max_size: int
+    max_wait_ms: float
+
+    def __post_init__(self) -> None:
+        if isinstance(self.max_size, bool) or not isinstance(self.max_size, int):
+            raise ConfigError(f"Batch max_size must be an int, not {type(self.max_size).__name__}")
+        if not 1 <= self.max_size <= MAX_BATCH_SIZE:
+            raise ConfigError(f"Batch max_size must be between 1 and {MAX_BATCH_SIZE}, not {self.max_size}")
+        if isinstance(self.max_wait_ms, bool) or not isinstance(self.max_wait_ms, int | float):
+            raise ConfigError(f"Batch max_wait_ms must be a number, not {type(self.max_wait_ms).__name__}")
+        if not 0 <= self.max_wait_ms <= MAX_BATCH_WAIT_MS:  # also refuses NaN
+            raise ConfigError(f"Batch max_wait_ms must be between 0 and {MAX_BATCH_WAIT_MS}, not {self.max_wait_ms}")
+
+    @property
+    def max_wait_s(self) -> float:
+        return self.max_wait_ms / 1000
 
 
 def is_progress_parameter(name: str, annotation: Any) -> bool:
@@ -99,6 +128,7 @@ class TaskDef:
     retries: int = 0
     result_ttl_s: float = DEFAULT_RESULT_TTL_S
     methods: tuple[str, ...] = ("POST",)
+    batch: Batch | None = None
     kind: TaskKind = field(init=False)
     progress_param: str | None = field(init=False)
     params_model: type[BaseModel] = field(init=False)
@@ -119,14 +149,19 @@ class TaskDef:
             raise ConfigError(f"{self.path}: retries must be >= 0")
         if self.result_ttl_s <= 0:
             raise ConfigError(f"{self.path}: result_ttl must be positive")
+        kind = task_kind(self.fn)
+        if self.batch is not None and kind in (TaskKind.GENERATOR, TaskKind.ASYNC_GENERATOR):
+            raise ConfigError(f"{self.path}: a generator task cannot be batched (its yields belong to one job)")
         progress_param, fields = _signature_fields(self.fn)
+        if self.batch is not None:
+            fields = {name: (_per_job(self.fn, name, a), default) for name, (a, default) in fields.items()}
         model = create_model(  # type: ignore[call-overload]
             "Params_" + (self.path.strip("/").replace("/", "_").replace("-", "_") or "root"),
             __base__=_ParamsBase,
             **fields,
         )
         set_ = object.__setattr__  # frozen dataclass: derived fields are set once, here
-        set_(self, "kind", task_kind(self.fn))
+        set_(self, "kind", kind)
         set_(self, "progress_param", progress_param)
         set_(self, "params_model", model)
         set_(self, "file_params", frozenset(n for n, (a, _) in fields.items() if is_file_annotation(a)))
@@ -212,6 +247,24 @@ def _signature_fields(fn: Callable[..., Any]) -> tuple[str | None, dict[str, tup
         default = ... if parameter.default is inspect.Parameter.empty else parameter.default
         fields[name] = (annotation, default)
     return progress_param, fields
+
+
+def _per_job(fn: Callable[..., Any], name: str, annotation: Any) -> Any:
+    """The `T` of a batched task's `list[T]` parameter: what each job's request carries. Constraints written
+    around the list (`Annotated[list[int], Field(ge=0)]`) hold for each job's value."""
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) is typing.Annotated:
+        per_job = _per_job(fn, name, args[0])
+        for meta in annotation.__metadata__:  # nested Annotated flattens: one metadata list, in order
+            per_job = typing.Annotated[per_job, meta]
+        return per_job
+    if typing.get_origin(annotation) is list and len(args) == 1:
+        return args[0]
+    shown = annotation.__name__ if isinstance(annotation, type) else repr(annotation)
+    raise ConfigError(
+        f"{fn.__qualname__}: with batch=, parameter {name!r} must be annotated list[T] (the batch's values, one T"
+        f" per job), not {shown}"
+    )
 
 
 def validation_errors(exc: ValidationError, location: str) -> list[dict[str, Any]]:

@@ -50,7 +50,7 @@ def client(serve: Serve, probe: Probe) -> TestClient:
 def test_submit_answers_202_with_the_job_json(client: TestClient) -> None:
     job = submit(client, "/make_fries", json={"fries_name": "cheesy", "amount": 2})
     assert set(job) == {
-        "id", "endpoint", "status", "progress", "message", "result", "error", "created_at", "started_at",
+        "id", "job_id", "endpoint", "status", "progress", "message", "result", "error", "created_at", "started_at",
         "finished_at", "links", "refresh_job_url", "endpoint_protocol",
     }  # fmt: skip
     assert re.fullmatch(r"[0-9a-f]{32}", job["id"])
@@ -60,7 +60,9 @@ def test_submit_answers_202_with_the_job_json(client: TestClient) -> None:
         "self": f"/jobs/{job['id']}",
         "cancel": f"/jobs/{job['id']}/cancel",
         "stream": f"/jobs/{job['id']}/stream",
+        "status": f"/status/{job['id']}",
     }
+    assert job["job_id"] == job["id"]
     assert job["refresh_job_url"] == f"/status?job_id={job['id']}"
     assert job["endpoint_protocol"] == "socaity"
     assert ISO_UTC.match(job["created_at"])

@@ -23,6 +23,7 @@ SOURCES = [
     if path.is_file() and path.suffix in ("", ".py", ".js", ".html", ".css", ".sh")
 ]
 BUILT_IN_ROUTES = ("/jobs", "/status", "/queues", "/metrics", "/health", "/ready", "/docs", "/dashboard")
+BUILT_IN_ROUTES += ("/cancel", "/stream")  # APIPod's job routes
 BUILT_IN_ROUTES += ("/openapi.json", "/run", "/runsync")  # the last two: runpod's local test API
 QUOTED_PATH = re.compile(r"""["'](/[\w./{}-]*)["']""")
 URL_PATH = re.compile(r"(?<!redis://)(?:localhost|127\.0\.0\.1):\d+(/[\w./-]*)")  # HTTP, not Redis URLs

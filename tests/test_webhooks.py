@@ -141,7 +141,7 @@ def test_a_410_stops_the_jobs_deliveries(serve: Serve, receiver: Receiver, queue
 def test_completed_waits_for_start_and_the_filter_picks_events(
     serve: Serve, receiver: Receiver, queue_settings: dict[str, Any]
 ) -> None:
-    receiver.answers = [500]  # the start is retried once; completed must still come after it
+    receiver.by_type = {"job.start": [500]}  # the start is retried once; completed must still come after it
     server = serve()
     body = {"input": {"n": 4}, "webhook": receiver.url, "webhook_events_filter": ["start", "output", "completed"]}
     job = submit(server, "/parts", body)
@@ -179,6 +179,23 @@ def test_the_client_sends_the_envelope(serve: Serve, receiver: Receiver, queue_s
         assert job.result() == 3
     settled(server, queue_settings)
     assert sorted(event["type"] for event in receiver.events()) == ["job.completed", "job.start"]
+
+
+def test_a_keyed_submit_keeps_its_webhook_out_of_the_comparison(
+    serve: Serve, receiver: Receiver, queue_settings: dict[str, Any]
+) -> None:
+    server = serve()
+    headers = {"Idempotency-Key": "order-7"}
+    first = httpx.post(
+        server.url + "/add", json={"input": {"a": 4}, "webhook": receiver.url}, headers=headers, timeout=30
+    )
+    assert first.status_code == 202 and first.json()["webhook"] is not None, first.text
+    again = httpx.post(server.url + "/add", json={"input": {"a": 4}}, headers=headers, timeout=30)
+    assert again.status_code == 202 and again.headers["Idempotent-Replayed"] == "true", again.text
+    assert again.json()["id"] == first.json()["id"]
+    assert job_json(server, first.json()["id"])["result"] == 5
+    settled(server, queue_settings)
+    assert [event["type"] for event in receiver.events()] == ["job.completed"]
 
 
 def test_without_the_envelope_nothing_changes(serve: Serve) -> None:

@@ -27,6 +27,11 @@ function M.json_str(body, key)
   return body:match('"' .. key .. '"%s*:%s*"([^"]*)"')
 end
 
+-- POST path with the JSON body {"x": n}
+function M.post_x(path, n)
+  return wrk.format("POST", path, { ["Content-Type"] = "application/json" }, '{"x": ' .. n .. '}')
+end
+
 local threads = {}
 M.threads = threads
 

@@ -1,11 +1,20 @@
 -- wrk script for fasttask: per connection, submit -> GET /jobs/<id>?wait=60 -> repeat.
--- Run with one connection per thread:  wrk -t N -c N -d 10s --timeout 70s -s fasttask.lua URL [-- PATH]
--- PATH is the task endpoint to submit to (default /noop).
+-- Run with one connection per thread:  wrk -t N -c N -d 10s --timeout 70s -s fasttask.lua URL [-- PATH [MODE]]
+-- PATH is the task endpoint to submit to (default /noop). MODE:
+--   plain   (default) the submit as above
+--   key     each submit carries an Idempotency-Key of its own (never repeated, so every submit makes a job)
+--   prefer  each submit carries `Prefer: wait=30`: a job that ends in time is one request (200, finished);
+--           one that does not (202) is waited for with GET as above
+--   X       the JSON body {"x": n} instead of an empty form, n counting this connection's jobs
 -- Per-job latency = submit request built (just before it is sent) -> finished job JSON received.
 local here = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
 local common = dofile(here .. "common.lua")
 
 local SUBMIT = nil
+local PATH = "/noop"
+local MODE = "plain"
+local nonce = ""            -- this run's and thread's prefix of the keys: unique across runs on one server
+local submits = 0
 local job_id = nil          -- job being waited for on this connection (nil: submit next)
 local t0 = 0                -- when the current job's submit was sent
 
@@ -18,14 +27,28 @@ polls = 0                   -- GET /jobs/<id> requests sent (more than jobs if a
 
 function setup(thread) common.setup(thread) end
 
+local FORM = "application/x-www-form-urlencoded"
+
 function init(args)
-  local path = args[1] or "/noop"
-  SUBMIT = wrk.format("POST", path, { ["Content-Type"] = "application/x-www-form-urlencoded" }, "")
+  PATH = args[1] or "/noop"
+  MODE = args[2] or "plain"
+  nonce = string.format("%d-%d-", math.floor(common.now_us()), tid or 0)
+  local headers = { ["Content-Type"] = FORM }
+  if MODE == "prefer" then headers["Prefer"] = "wait=30" end
+  SUBMIT = wrk.format("POST", PATH, headers, "")
 end
 
 function request()
   if job_id == nil then
     t0 = common.now_us()
+    if MODE == "X" then
+      submits = submits + 1
+      return common.post_x(PATH, submits)
+    end
+    if MODE == "key" then
+      submits = submits + 1
+      return wrk.format("POST", PATH, { ["Content-Type"] = FORM, ["Idempotency-Key"] = nonce .. submits }, "")
+    end
     return SUBMIT
   end
   polls = polls + 1
@@ -36,7 +59,9 @@ local FINAL_OTHER = { failed = true, cancelled = true, timeout = true }
 
 function response(status, headers, body)
   if job_id == nil then
-    if status == 202 or status == 200 then
+    if status == 200 and common.json_str(body, "status") == "finished" then  -- Prefer: wait, final in time
+      lat[#lat + 1] = common.now_us() - t0
+    elseif status == 202 or status == 200 then
       job_id = common.json_str(body, "id")
       if job_id == nil then rejected = rejected + 1 end
     else

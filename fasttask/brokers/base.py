@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+from ..idempotency import KeyedJob
 from ..jobs import JobRecord
 from ..loops import LoopHealth
 from ..tasks import TaskDef
@@ -59,6 +60,32 @@ class Broker(ABC):
     @abstractmethod
     async def submit(self, task: TaskDef, params: dict[str, Any], webhook: WebhookSpec | None = None) -> JobRecord:
         """Accept a job (raises QueueFull when the endpoint's queue is full); with a webhook, watch it."""
+
+    # Idempotency-Key (see `http/keyed.py` for the order of the calls). A key is per endpoint: `task.path`.
+    @abstractmethod
+    async def hold_key(self, task: TaskDef, key: str, quick: bool = False) -> KeyedJob | None:
+        """Before a keyed submit reads its parameters: the job made with the key before, or None when this
+        request may make it (the key is marked in flight meanwhile). Raises IdempotentRequestInFlight while
+        another request has it marked. `quick`: the parameters are read at once (a small body, no files),
+        so a queue whose keys live elsewhere may mark the key in this process only and leave the rest to
+        `submit_keyed`, which decides atomically (and answers 409 for a mark of another process)."""
+
+    @abstractmethod
+    async def submit_keyed(
+        self,
+        task: TaskDef,
+        params: dict[str, Any],
+        key: str,
+        fingerprint: str,
+        webhook: WebhookSpec | None = None,
+    ) -> JobRecord | KeyedJob:
+        """`submit`, and remember the job under the key, in one step: another request that made a job with
+        the key meanwhile wins, and its job is answered instead (nothing is submitted then)."""
+
+    @abstractmethod
+    async def release_key(self, task: TaskDef, key: str, held: KeyedJob | None = None) -> None:
+        """Forget the key if it still holds what this request saw: its in-flight mark (`held` None: the
+        request made no job), or a job that is gone."""
 
     @abstractmethod
     async def get(self, job_id: str) -> JobRecord:

@@ -3,29 +3,32 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import threading
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import JobAlreadyFinal, JobNotFound, QueueFull
+from ..batching import BatchRun
+from ..errors import JobAlreadyFinal, JobNotFound
 from ..files import MediaFile, close_files
+from ..idempotency import KeyedJob
 from ..jobs import JobRecord, JobStatus, new_job_id, utcnow
 from ..logs import job_log, log_job
 from ..loops import LoopHealth
 from ..metrics import JobMetrics
 from ..progress import ProgressThrottle
-from ..runner import Call, CallJob, error_info, run_call
+from ..runner import CallJob, error_info
 from ..settings import Settings
 from ..tasks import TaskDef
 from ..webhook_loops import MemoryStore, WebhookService
 from ..webhooks import WebhookSpec, initial_state
 from .base import Broker, JobEvent, ResultFile
+from .local_keys import KeyTable
 from .local_views import LocalViews, RecentCounts
+from .slots import Slots
 
 DEFAULT_CONCURRENCY = 4
 
@@ -35,23 +38,34 @@ class _LocalJob:
     record: JobRecord
     task: TaskDef
     params: dict[str, Any]
+    seq: int
+    queued_at: float  # see `slots.Waiting`
     stop: threading.Event = field(default_factory=threading.Event)
     outputs: list[Any] = field(default_factory=list)
     files: list[MediaFile] = field(default_factory=list)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     done: asyncio.Event = field(default_factory=asyncio.Event)
+    waiters: list[asyncio.Future[None]] = field(default_factory=list)
+    """`wait` calls, woken when the job ends (a bare future each: cheaper than wait_for's task)."""
     runner: asyncio.Task[None] | None = None
-    call: Call | None = None
+    run: BatchRun | None = None
+    call_job: CallJob | None = None
     throttle: ProgressThrottle | None = None
+    held: bool = False
+    """Counted as running (or stopping) until its code returned."""
     stopping: bool = False
     """Cancelled or timed out while running, and its code has not returned yet."""
+
+    @property
+    def queued(self) -> bool:
+        return self.record.status is JobStatus.QUEUED
 
 
 class LocalBroker(Broker):
     """Runs jobs in this process: sync tasks on a fixed pool of threads, async tasks on the event loop.
 
-    At most `concurrency` jobs run at once, whatever their kind; the rest wait in arrival order, at most
-    `queue_size` per endpoint.
+    At most `concurrency` calls run at once, whatever their kind; the rest wait in arrival order, at most
+    `queue_size` per endpoint (`slots.Slots`, which also forms the batches of endpoints with `batch=`).
     """
 
     def __init__(
@@ -68,19 +82,21 @@ class LocalBroker(Broker):
         self._setup = setup
         self._concurrency = settings.concurrency or DEFAULT_CONCURRENCY
         self._jobs: dict[str, _LocalJob] = {}
-        self._waiting: deque[_LocalJob] = deque()
-        self._waiting_count: Counter[str] = Counter()
+        self._slots: Slots[_LocalJob] = Slots(self._concurrency, self._begin, self._running_loop)
+        for path, task in tasks.items():
+            if metrics is not None and task.batch is not None:
+                metrics.stats(path).batched()  # the series exists from the start
         self._running_count: Counter[str] = Counter()
         self._stopping_count: Counter[str] = Counter()
-        self._free_slots = self._concurrency
         self._executor: ThreadPoolExecutor | None = None
         self.loops = LoopHealth()  # the webhook loops; jobs are purged by timers, not by a loop
         self.webhooks = WebhookService(MemoryStore(self._set_webhook_state), self, settings, self.loops, metrics)
         # the views hold these very containers, so they must be changed in place, never rebound
-        counts = (self._waiting_count, self._running_count, self._stopping_count)
+        counts = (self._slots.waiting_count, self._running_count, self._stopping_count)
         self.views = LocalViews(tasks, self._concurrency, self._jobs, counts, self._running_ids, self._recent)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ready = False
+        self._keys = KeyTable()
 
     # -- lifecycle ---------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -95,10 +111,9 @@ class LocalBroker(Broker):
     async def close(self) -> None:
         self._ready = False
         await self.webhooks.close()
+        self._slots.close()
         for job in list(self._jobs.values()):
             job.stop.set()
-            if job.call is not None:
-                job.call.disarm()
             if job.runner is not None:
                 job.runner.cancel()
         if self._executor is not None:
@@ -111,25 +126,40 @@ class LocalBroker(Broker):
 
     # -- jobs --------------------------------------------------------------------------------------
     async def submit(self, task: TaskDef, params: dict[str, Any], webhook: WebhookSpec | None = None) -> JobRecord:
-        job = _LocalJob(JobRecord(new_job_id(), task.path), task, params)
-        logging_jobs = job_log.isEnabledFor(logging.INFO)
-        if self._free_slots > 0 and not self._waiting:
-            if logging_jobs:
-                log_job(job.record, "queued")
-            self._jobs[job.record.id] = job
-            self._begin(job)
-        else:
-            if self._waiting_count[task.path] >= task.queue_size:
-                raise QueueFull(task.path, task.queue_size)
-            self._jobs[job.record.id] = job
-            self._waiting.append(job)
-            self._waiting_count[task.path] += 1
-            if logging_jobs:
-                log_job(job.record, "queued")
+        slots = self._slots
+        slots.check_room(task)
+        queued_at = self._running_loop().time() if task.batch is not None else 0.0  # only a batch waits for it
+        job = _LocalJob(JobRecord(new_job_id(), task.path), task, params, slots.next_seq(), queued_at)
+        self._jobs[job.record.id] = job
+        if job_log.isEnabledFor(logging.INFO):
+            log_job(job.record, "queued")
+        slots.add(job)  # may start it at once
         if webhook is not None:  # its events come from its state, so a job that already started loses none
             job.record.webhook = initial_state()
             await self.webhooks.watch(job.record.id, webhook)
         return job.record
+
+    async def hold_key(self, task: TaskDef, key: str, quick: bool = False) -> KeyedJob | None:
+        return self._keys.hold(task.path, key)
+
+    async def submit_keyed(
+        self,
+        task: TaskDef,
+        params: dict[str, Any],
+        key: str,
+        fingerprint: str,
+        webhook: WebhookSpec | None = None,
+    ) -> JobRecord | KeyedJob:
+        made = self._keys.made(task.path, key)
+        if made is not None:
+            return made
+        # nothing inside suspends (the memory store's watch neither): nobody takes the key meanwhile
+        record = await self.submit(task, params, webhook)
+        self._keys.remember(task.path, key, KeyedJob(record.id, fingerprint))
+        return record
+
+    async def release_key(self, task: TaskDef, key: str, held: KeyedJob | None = None) -> None:
+        self._keys.release(task.path, key, held)
 
     async def get(self, job_id: str) -> JobRecord:
         return self._job(job_id).record
@@ -137,8 +167,16 @@ class LocalBroker(Broker):
     async def wait(self, job_id: str, timeout_s: float) -> JobRecord:
         job = self._job(job_id)
         if not job.record.status.is_final and timeout_s > 0:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(job.done.wait(), timeout_s)
+            loop = self._running_loop()
+            waiter: asyncio.Future[None] = loop.create_future()
+            job.waiters.append(waiter)
+            timer = loop.call_later(timeout_s, _wake, waiter)
+            try:
+                await waiter
+            finally:
+                timer.cancel()
+                if not job.record.status.is_final:
+                    job.waiters.remove(waiter)
         return job.record
 
     async def cancel(self, job_id: str) -> JobRecord:
@@ -147,7 +185,7 @@ class LocalBroker(Broker):
         if record.status.is_final:
             raise JobAlreadyFinal(f"job {job_id} already ended with status {record.status.value}")
         if record.status is JobStatus.QUEUED:
-            self._waiting_count[record.endpoint] -= 1  # the dispatcher skips it when it comes up
+            self._slots.cancelled(job)  # left out when its turn comes
         self._stop(job, JobStatus.CANCELLED, None)
         return record
 
@@ -168,32 +206,41 @@ class LocalBroker(Broker):
         except KeyError:
             raise JobNotFound(job_id) from None
 
-    def _begin(self, job: _LocalJob) -> None:
+    def _begin(self, task: TaskDef, jobs: list[_LocalJob]) -> None:
         loop = self._running_loop()
-        self._free_slots -= 1
-        self._running_count[job.task.path] += 1
-        record = job.record
-        record.status = JobStatus.RUNNING
-        record.started_at = utcnow()
-        self._running_ids.add(record.id)
-        if self._metrics is not None:
-            self._metrics.stats(record.endpoint).started((record.started_at - record.created_at).total_seconds())
-        if job_log.isEnabledFor(logging.INFO):
-            log_job(record, "started")
-        job.call = call = self._call_for(job, loop)
-        call.arm_timeout(loop, lambda _: self._on_timeout(job))
-        job.runner = loop.create_task(self._run(job, call))
-        self._notify(job)
+        path = task.path
+        live = [job for job in jobs if job.record.status is JobStatus.QUEUED]  # cancelled ones never run
+        self._slots.started(task, len(live))
+        if not live:
+            return
+        self._running_count[path] += len(live)
+        started_at = utcnow()
+        stats = self._metrics.stats(path) if self._metrics is not None else None
+        logging_jobs = job_log.isEnabledFor(logging.INFO)
+        call_jobs = []
+        for job in live:
+            record = job.record
+            record.status = JobStatus.RUNNING
+            record.started_at = started_at
+            job.held = True
+            self._running_ids.add(record.id)
+            if stats is not None:
+                stats.started((started_at - record.created_at).total_seconds())
+            if logging_jobs:
+                log_job(record, "started")
+            call_jobs.append(self._call_job(job, loop))
+        observe = stats.observe_batch if stats is not None and task.batch is not None else None
+        run = BatchRun(task, call_jobs, observe=observe)
+        timer = None
+        if task.timeout_s is not None:  # bounds the batch's calls, isolation's re-runs included
+            timer = loop.call_later(task.timeout_s, self._time_out, live)
+        runner = loop.create_task(self._run(task, live, run, timer))
+        for job in live:
+            job.run, job.runner = run, runner
+            self._notify(job)
 
-    def _dispatch(self) -> None:
-        while self._free_slots > 0 and self._waiting:
-            job = self._waiting.popleft()
-            if job.record.status is JobStatus.QUEUED:  # cancelled ones stay in the deque until here
-                self._waiting_count[job.task.path] -= 1
-                self._begin(job)
-
-    def _call_for(self, job: _LocalJob, loop: asyncio.AbstractEventLoop) -> Call:
-        """The job's call: progress coalesced onto the loop, outputs and files kept with the job."""
+    def _call_job(self, job: _LocalJob, loop: asyncio.AbstractEventLoop) -> CallJob:
+        """The job as its call sees it: progress coalesced onto the loop, outputs and files kept with the job."""
 
         def apply_progress(progress: float, message: str | None) -> None:
             if job.record.status is JobStatus.RUNNING:
@@ -216,39 +263,64 @@ class LocalBroker(Broker):
                 self._notify(job)
 
         report = job.throttle.report if job.throttle is not None else None
-        call_job = CallJob(job.record.id, job.params, report, on_output, store_file, job.stop)
-        return Call(job.task, [call_job])
+        job.call_job = CallJob(job.record.id, job.params, report, on_output, store_file, job.stop)
+        return job.call_job
 
-    async def _run(self, job: _LocalJob, call: Call) -> None:
-        task = job.task
-        attempts = 0
-        try:
-            while True:
-                attempts += 1
-                call.may_retry = attempts <= task.retries
-                try:
-                    await run_call(call, self._executor)
-                except asyncio.CancelledError:
-                    return  # the job was already marked cancelled or timed out
-                outcome = call.jobs[0]
+    async def _run(
+        self, task: TaskDef, jobs: list[_LocalJob], run: BatchRun, timer: asyncio.TimerHandle | None
+    ) -> None:
+        local = {id(job.call_job): job for job in jobs} if len(jobs) > 1 else None
+        retry: list[CallJob] = []
+
+        def decided(call_jobs: list[CallJob]) -> None:
+            for outcome in call_jobs:
+                job = local[id(outcome)] if local is not None else jobs[0]
                 if outcome.retrying:
+                    retry.append(outcome)
                     continue
+                self._release(job)  # its code returned
                 if outcome.error is None:
                     self._finish(job, JobStatus.FINISHED, outcome.result, None)
                 elif not outcome.stopped:  # a stopped one was marked cancelled or timed out already
                     self._finish(job, JobStatus.FAILED, None, error_info(outcome.error, self._settings.debug))
-                return
-        finally:
-            # The slot frees only when the code really stopped: a cancelled sync task keeps its thread.
-            self._free_slots += 1
-            (self._stopping_count if job.stopping else self._running_count)[task.path] -= 1
-            self._running_ids.discard(job.record.id)
-            job.call = job.throttle = None  # they refer back to the job: let it go by reference counting
-            self._dispatch()
 
-    def _on_timeout(self, job: _LocalJob) -> None:
-        message = f"job ran longer than its timeout of {job.task.timeout_s:g} s"
-        self._stop(job, JobStatus.TIMEOUT, {"type": "TimeoutError", "message": message})
+        attempts = 0
+        try:
+            while True:
+                attempts += 1
+                run.may_retry = attempts <= task.retries
+                try:
+                    await run.run(self._executor, decided)
+                except asyncio.CancelledError:
+                    return  # the broker closes
+                if not retry:
+                    return
+                run = BatchRun(task, retry, observe=run.observe)
+                retry = []
+                for job in jobs:
+                    job.run = run
+        finally:
+            if timer is not None:
+                timer.cancel()
+            for job in jobs:
+                if job.held:
+                    self._release(job)
+                job.run = job.call_job = job.throttle = None  # they refer back to the job: let it go
+            # The slot frees only when the code really stopped: a cancelled sync task keeps its thread.
+            self._slots.release()
+
+    def _release(self, job: _LocalJob) -> None:
+        """The job's code returned: it no longer counts as running or stopping."""
+        if job.held:
+            job.held = False
+            (self._stopping_count if job.stopping else self._running_count)[job.task.path] -= 1
+            self._running_ids.discard(job.record.id)
+
+    def _time_out(self, jobs: list[_LocalJob]) -> None:
+        for job in jobs:
+            if not job.record.status.is_final:
+                message = f"job ran longer than its timeout of {job.task.timeout_s:g} s"
+                self._stop(job, JobStatus.TIMEOUT, {"type": "TimeoutError", "message": message})
 
     def _stop(self, job: _LocalJob, status: JobStatus, error: dict[str, str] | None) -> None:
         job.stop.set()
@@ -257,8 +329,8 @@ class LocalBroker(Broker):
             self._running_count[job.task.path] -= 1
             self._stopping_count[job.task.path] += 1
         self._finish(job, status, None, error)
-        if job.call is not None:
-            job.call.stop_job(job.call.jobs[0])  # async code is cancelled; a thread stops at its next report
+        if job.run is not None and job.call_job is not None:
+            job.run.stop_job(job.call_job)  # async code is cancelled; a thread stops at its next report
 
     def _finish(self, job: _LocalJob, status: JobStatus, result: Any, error: dict[str, str] | None) -> None:
         record = job.record
@@ -278,16 +350,18 @@ class LocalBroker(Broker):
             self._metrics.stats(record.endpoint).ended(status, ran_s)
         if job_log.isEnabledFor(logging.INFO):
             log_job(record, status.value, ran_s)
-        if job.call is not None:
-            job.call.disarm()
         close_files(job.params.values(), keep=job.files)
         job.params = {}
         job.done.set()
+        for waiter in job.waiters:
+            _wake(waiter)
+        job.waiters.clear()
         self._notify(job)
         self._running_loop().call_later(job.task.result_ttl_s, self._purge, record.id)
 
     def _purge(self, job_id: str) -> None:
         job = self._jobs.pop(job_id, None)
+        self._keys.forget_job(job_id)
         if job is not None:
             close_files(job.params.values())
             close_files(job.files)
@@ -322,3 +396,8 @@ class LocalBroker(Broker):
         if self._loop is None:
             raise RuntimeError("the broker was not started")
         return self._loop
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)

@@ -148,10 +148,19 @@ class AsyncClient:
         return client
 
     async def submit(
-        self, path: str, /, *, webhook: str | None = None, webhook_events: Sequence[str] | None = None, **params: Any
+        self,
+        path: str,
+        /,
+        idempotency_key: str | None = None,
+        *,
+        webhook: str | None = None,
+        webhook_events: Sequence[str] | None = None,
+        **params: Any,
     ) -> AsyncJob:
         """Start a job of the task at `path`; see `Client.submit`."""
-        return await self.submit_params(path, params, webhook=webhook, webhook_events=webhook_events)
+        return await self.submit_params(
+            path, params, idempotency_key=idempotency_key, webhook=webhook, webhook_events=webhook_events
+        )
 
     async def submit_params(
         self,
@@ -159,12 +168,18 @@ class AsyncClient:
         params: Mapping[str, Any],
         *,
         as_form: bool = False,
+        idempotency_key: str | None = None,
         webhook: str | None = None,
         webhook_events: Sequence[str] | None = None,
     ) -> AsyncJob:
         """`submit` with the parameters as a mapping; see `Client.submit_params`."""
         hook = core.webhook_request(webhook, webhook_events)
-        state = await self._transport.submit(path, params, as_form=as_form, webhook=hook)
+        return await self._submit(path, params, as_form, core.SubmitOptions.fresh(idempotency_key, webhook=hook))
+
+    async def _submit(
+        self, path: str, params: Mapping[str, Any], as_form: bool, options: core.SubmitOptions
+    ) -> AsyncJob:
+        state = await self._transport.submit(path, params, as_form=as_form, options=options)
         return AsyncJob(self._transport, state.id, state)
 
     def job(self, job_id: str) -> AsyncJob:
@@ -172,8 +187,8 @@ class AsyncClient:
         return AsyncJob(self._transport, job_id)
 
     async def call(self, path: str, /, progress: Progress = False, **params: Any) -> Any:
-        """Submit a job and wait for its result."""
-        job = await self.submit_params(path, params)
+        """Submit a job and wait for its result; see `Client.call`."""
+        job = await self._submit(path, params, False, core.SubmitOptions.fresh(wait_s=core.call_wait_s(progress)))
         return await job.result(progress=progress)
 
     async def map(

@@ -10,6 +10,7 @@ import email.utils
 import json
 import math
 import time
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -68,35 +69,6 @@ class ClientSettings:
 
 
 @dataclass(frozen=True)
-class RequestSpec:
-    """One request, before it is built: file parts are opened anew for every attempt."""
-
-    method: str
-    url: str
-    params: dict[str, str] | None = None
-    json: Any = None
-    data: dict[str, Any] | None = None
-    files: tuple[tuple[str, FilePart], ...] = ()
-    read_timeout_s: float | None = None
-    authenticated: bool = True
-
-    def build(self, http: httpx.Client | httpx.AsyncClient, stack: ExitStack) -> httpx.Request:
-        files = [(name, part.open(stack)) for name, part in self.files] or None
-        options: dict[str, Any] = {}
-        if self.read_timeout_s is not None:
-            default = http.timeout
-            options["timeout"] = httpx.Timeout(
-                default.connect, read=self.read_timeout_s, write=default.write, pool=None
-            )
-        request = http.build_request(
-            self.method, self.url, params=self.params, json=self.json, data=self.data, files=files, **options
-        )
-        if not self.authenticated:
-            request.headers.pop("Authorization", None)
-        return request
-
-
-@dataclass(frozen=True)
 class WebhookRequest:
     """Where the service is to POST the job's events, and which (`start`, `progress`, `output`, `completed`)."""
 
@@ -112,11 +84,86 @@ def webhook_request(url: str | None, events: Sequence[str] | None) -> WebhookReq
     return WebhookRequest(url, tuple(events) if events is not None else ("completed",))
 
 
+@dataclass(frozen=True)
+class SubmitOptions:
+    """What a submit asks of the service besides running the task."""
+
+    idempotency_key: str | None = None
+    """Sent as `Idempotency-Key`: the service makes one job per key, so the submit can be sent again."""
+    wait_s: float = 0.0
+    """Sent as `Prefer: wait=S`: the answer comes once the job is final, if within S seconds (at most 60)."""
+    webhook: WebhookRequest | None = None
+    """Sent in the JSON envelope `{"input", "webhook", "webhook_events_filter"}`: the job's events are POSTed."""
+
+    @classmethod
+    def fresh(
+        cls, idempotency_key: str | None = None, wait_s: float = 0.0, webhook: WebhookRequest | None = None
+    ) -> SubmitOptions:
+        """Options with the given key, or a new random one."""
+        return cls(idempotency_key or uuid.uuid4().hex, wait_s, webhook)
+
+
+@dataclass(frozen=True)
+class RequestSpec:
+    """One request, before it is built: file parts are opened anew for every attempt."""
+
+    method: str
+    url: str
+    params: dict[str, str] | None = None
+    json: Any = None
+    data: dict[str, Any] | None = None
+    files: tuple[tuple[str, FilePart], ...] = ()
+    read_timeout_s: float | None = None
+    authenticated: bool = True
+    headers: tuple[tuple[str, str], ...] = ()
+    resend_on_connection_error: bool = False
+    """Safe to send again when the connection failed or broke: reads, waits, and submits with a key."""
+    resend_on_server_error: bool = False
+    """A submit with a key: sent again after a 5xx, or a 409 saying its first attempt is still handled."""
+
+    def build(self, http: httpx.Client | httpx.AsyncClient, stack: ExitStack) -> httpx.Request:
+        files = [(name, part.open(stack)) for name, part in self.files] or None
+        options: dict[str, Any] = {}
+        if self.read_timeout_s is not None:
+            default = http.timeout
+            options["timeout"] = httpx.Timeout(
+                default.connect, read=self.read_timeout_s, write=default.write, pool=None
+            )
+        request = http.build_request(
+            self.method, self.url, params=self.params, json=self.json, data=self.data, files=files, **options
+        )
+        if not self.authenticated:
+            request.headers.pop("Authorization", None)
+        for name, value in self.headers:
+            request.headers[name] = value
+        return request
+
+
+def call_wait_s(progress: object) -> float:
+    """How long `call` holds its submit for the job to end (`Prefer: wait`): the longest the service allows,
+    so a short job takes one request; not at all when a progress bar is to show, which needs the stream."""
+    return 0.0 if progress else MAX_WAIT_S
+
+
 # -- the requests -------------------------------------------------------------------------------------------
 def submit_request(
-    path: str, params: Mapping[str, Any], as_form: bool, webhook: WebhookRequest | None = None
+    path: str, params: Mapping[str, Any], as_form: bool, options: SubmitOptions, settings: ClientSettings
 ) -> RequestSpec:
     url = path if path.startswith("/") else f"/{path}"
+    headers: list[tuple[str, str]] = []
+    if options.idempotency_key is not None:
+        headers.append(("Idempotency-Key", options.idempotency_key))
+    wait_s = min(max(options.wait_s, 0.0), MAX_WAIT_S)
+    if wait_s > 0:
+        headers.append(("Prefer", f"wait={wait_s:g}"))
+    common: dict[str, Any] = {
+        "headers": tuple(headers),
+        # the answer may take the whole wait: the read timeout gets it on top
+        "read_timeout_s": wait_s + settings.timeout_s if wait_s > 0 else None,
+        "resend_on_connection_error": options.idempotency_key is not None,
+        "resend_on_server_error": options.idempotency_key is not None,
+    }
+    webhook = options.webhook
     if webhook is not None:  # the envelope is JSON: files go inline, as base64
         if as_form:
             raise InvalidArgument("a submit with a webhook sends JSON, not a form")
@@ -125,20 +172,24 @@ def submit_request(
             "webhook": webhook.url,
             "webhook_events_filter": list(webhook.events),
         }
-        return RequestSpec("POST", url, json=envelope)
+        return RequestSpec("POST", url, json=envelope, **common)
     body, data, files = encode_params(params, as_form)
     if not files and data is None:
-        return RequestSpec("POST", url, json=body)
-    return RequestSpec("POST", url, data=data, files=tuple(files))
+        return RequestSpec("POST", url, json=body, **common)
+    return RequestSpec("POST", url, data=data, files=tuple(files), **common)
 
 
 def job_request(job_id: str, wait_s: float, settings: ClientSettings) -> RequestSpec:
     wait_s = min(max(wait_s, 0.0), MAX_WAIT_S)
     if wait_s <= 0:
-        return RequestSpec("GET", _job_url(job_id))
+        return RequestSpec("GET", _job_url(job_id), resend_on_connection_error=True)
     # the answer may take the whole wait: the read timeout gets it on top
     return RequestSpec(
-        "GET", _job_url(job_id), params={"wait": f"{wait_s:.3f}"}, read_timeout_s=wait_s + settings.timeout_s
+        "GET",
+        _job_url(job_id),
+        params={"wait": f"{wait_s:.3f}"},
+        read_timeout_s=wait_s + settings.timeout_s,
+        resend_on_connection_error=True,
     )
 
 
@@ -147,12 +198,17 @@ def cancel_request(job_id: str) -> RequestSpec:
 
 
 def stream_request(job_id: str, read_timeout_s: float | None) -> RequestSpec:
-    return RequestSpec("GET", _job_url(job_id, "/stream"), read_timeout_s=read_timeout_s or STREAM_READ_TIMEOUT_S)
+    return RequestSpec(
+        "GET",
+        _job_url(job_id, "/stream"),
+        read_timeout_s=read_timeout_s or STREAM_READ_TIMEOUT_S,
+        resend_on_connection_error=True,
+    )
 
 
 def download_request(url: str, settings: ClientSettings) -> RequestSpec:
     # The API key goes only to the service itself, never to another host (a presigned storage URL).
-    return RequestSpec("GET", url, authenticated=_same_origin(url, settings.base_url))
+    return RequestSpec("GET", url, authenticated=_same_origin(url, settings.base_url), resend_on_connection_error=True)
 
 
 def _job_url(job_id: str, suffix: str = "") -> str:
@@ -186,28 +242,53 @@ def api_error(response: httpx.Response, note: str = "") -> APIError:
     return make_api_error(response.status_code, detail, request.method, str(request.url), note, retry_after(response))
 
 
-def connection_failed(exc: httpx.HTTPError, request: httpx.Request | None = None) -> ConnectionFailed:
+def connection_failed(exc: httpx.HTTPError, request: httpx.Request | None = None, note: str = "") -> ConnectionFailed:
     target = f"{request.method} {request.url}" if request is not None else "the service"
-    return ConnectionFailed(f"{target} failed: {str(exc) or type(exc).__name__}")
+    message = f"{target} failed: {str(exc) or type(exc).__name__}"
+    return ConnectionFailed(f"{message} ({note})" if note else message)
+
+
+CONNECTION = 0
+"""RetryPolicy's name for a failed or broken connection, beside the status codes."""
 
 
 class RetryPolicy:
     """When one request is sent again: after a 429 once its Retry-After passed, after a 503 with exponential
-    backoff (or its Retry-After), each for as long as the client's limit for that status allows."""
+    backoff (or its Retry-After), each for as long as the client's limit for that status allows. A request
+    that is safe to send again (`RequestSpec.resend_on_*`) is also sent again after a connection error, and a
+    submit with an Idempotency-Key after any 5xx or a 409 (its first attempt still being handled), like a 503."""
 
-    def __init__(self, settings: ClientSettings, clock: Callable[[], float] = time.monotonic) -> None:
-        self._limits = {429: settings.retry_429_s, 503: settings.retry_503_s}
+    def __init__(
+        self, settings: ClientSettings, clock: Callable[[], float] = time.monotonic, spec: RequestSpec | None = None
+    ) -> None:
+        self._limits = {429: settings.retry_429_s, 503: settings.retry_503_s, CONNECTION: settings.retry_503_s}
         self._clock = clock
         self._since: dict[int, float] = {}
         self._backoff_s = FIRST_BACKOFF_S
+        self._spec = spec
 
     def delay(self, response: httpx.Response) -> float | None:
         """Seconds to wait before sending again, or None to give up."""
-        code = response.status_code
+        code = self._budget(response)
         if code not in self._limits:
             return None
-        delay = retry_after(response)
-        if code == 503 and delay is None:
+        return self._wait(code, retry_after(response))
+
+    def _budget(self, response: httpx.Response) -> int:
+        """The status whose limit a retry of this answer counts against."""
+        code = response.status_code
+        if self._spec is not None and self._spec.resend_on_server_error and (code >= 500 or code == 409):
+            return 503  # the service makes one job per key: sending the submit again is safe
+        return code
+
+    def connection_delay(self) -> float | None:
+        """Seconds to wait before sending again after a connection error, or None to give up."""
+        if self._spec is None or not self._spec.resend_on_connection_error:
+            return None
+        return self._wait(CONNECTION, None)
+
+    def _wait(self, code: int, delay: float | None) -> float | None:
+        if code != 429 and delay is None:
             delay, self._backoff_s = self._backoff_s, min(self._backoff_s * 2, MAX_BACKOFF_S)
         delay = 1.0 if delay is None else delay
         now = self._clock()
@@ -216,13 +297,14 @@ class RetryPolicy:
             return None
         return delay
 
-    def note(self, response: httpx.Response) -> str:
-        """Why a retried status was given up on, for the error message."""
-        code = response.status_code
+    def note(self, response: httpx.Response | None = None) -> str:
+        """Why a retried status (or, without a response, connection error) was given up on, for the error."""
+        code = CONNECTION if response is None else self._budget(response)
         if code not in self._since:
             return ""
         waited = self._clock() - self._since[code]
-        return f"gave up after retrying for {waited:.1f} s; this client retries a {code} for {self._limits[code]:g} s"
+        what = "a connection error" if code == CONNECTION else f"a {code}"
+        return f"gave up after retrying for {waited:.1f} s; this client retries {what} for {self._limits[code]:g} s"
 
 
 def retry_after(response: httpx.Response) -> float | None:

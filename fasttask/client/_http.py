@@ -20,6 +20,8 @@ from ._errors import APIError, ConnectionFailed
 from ._files import AsyncRemoteFile, RemoteFile
 from ._models import JobState, StreamEvent
 
+NO_OPTIONS = core.SubmitOptions()
+
 
 class HTTPSession:
     """One httpx.Client (safe to share between threads) and what every HTTP transport does with it: send a
@@ -48,12 +50,19 @@ class HTTPSession:
 
     def _send(self, spec: core.RequestSpec, stream: bool = False) -> httpx.Response:
         """Send `spec`, again after a 429 or 503 while the retry limits allow; an error status raises APIError."""
-        policy = core.RetryPolicy(self.settings)
+        policy = core.RetryPolicy(self.settings, spec=spec)
         while True:
             with ExitStack() as stack:
                 request = spec.build(self._http, stack)
                 try:
                     response = self._http.send(request, stream=stream)
+                except httpx.TransportError as exc:
+                    delay = policy.connection_delay()
+                    if delay is None:
+                        note = policy.note()
+                        raise core.connection_failed(exc, request, note) from exc
+                    time.sleep(delay)
+                    continue
                 except httpx.HTTPError as exc:
                     raise core.connection_failed(exc, request) from exc
             if response.status_code < 300:
@@ -80,9 +89,9 @@ class HTTPTransport(HTTPSession):
     streams_progress = True
 
     def submit(
-        self, path: str, params: Mapping[str, Any], *, as_form: bool = False, webhook: core.WebhookRequest | None = None
+        self, path: str, params: Mapping[str, Any], *, as_form: bool = False, options: core.SubmitOptions = NO_OPTIONS
     ) -> JobState:
-        return self._job(self._send(core.submit_request(path, params, as_form, webhook)))
+        return self._job(self._send(core.submit_request(path, params, as_form, options, self.settings)))
 
     def get(self, job_id: str, wait_s: float = 0.0) -> JobState:
         return self._job(self._send(core.job_request(job_id, wait_s, self.settings)))
@@ -146,12 +155,19 @@ class AsyncHTTPSession:
 
     async def _send(self, spec: core.RequestSpec, stream: bool = False) -> httpx.Response:
         """Send `spec`, again after a 429 or 503 while the retry limits allow; an error status raises APIError."""
-        policy = core.RetryPolicy(self.settings)
+        policy = core.RetryPolicy(self.settings, spec=spec)
         while True:
             with ExitStack() as stack:
                 request = spec.build(self._http, stack)
                 try:
                     response = await self._http.send(request, stream=stream)
+                except httpx.TransportError as exc:
+                    delay = policy.connection_delay()
+                    if delay is None:
+                        note = policy.note()
+                        raise core.connection_failed(exc, request, note) from exc
+                    await asyncio.sleep(delay)
+                    continue
                 except httpx.HTTPError as exc:
                     raise core.connection_failed(exc, request) from exc
             if response.status_code < 300:
@@ -178,9 +194,9 @@ class AsyncHTTPTransport(AsyncHTTPSession):
     streams_progress = True
 
     async def submit(
-        self, path: str, params: Mapping[str, Any], *, as_form: bool = False, webhook: core.WebhookRequest | None = None
+        self, path: str, params: Mapping[str, Any], *, as_form: bool = False, options: core.SubmitOptions = NO_OPTIONS
     ) -> JobState:
-        return self._job(await self._send(core.submit_request(path, params, as_form, webhook)))
+        return self._job(await self._send(core.submit_request(path, params, as_form, options, self.settings)))
 
     async def get(self, job_id: str, wait_s: float = 0.0) -> JobState:
         return self._job(await self._send(core.job_request(job_id, wait_s, self.settings)))

@@ -21,7 +21,7 @@ from ..jobs import JobStatus
 from . import _core as core
 from ._errors import APIError
 from ._files import AsyncRemoteFile, RemoteFile
-from ._http import AsyncHTTPSession, HTTPSession
+from ._http import NO_OPTIONS, AsyncHTTPSession, HTTPSession
 from ._models import JobState, StreamEvent
 from ._runpod_protocol import (
     Poll,
@@ -48,11 +48,12 @@ class RunpodTransport(HTTPSession):
         self.options = options or RunpodOptions()
 
     def submit(
-        self, path: str, params: Mapping[str, Any], *, as_form: bool = False, webhook: core.WebhookRequest | None = None
+        self, path: str, params: Mapping[str, Any], *, as_form: bool = False, options: core.SubmitOptions = NO_OPTIONS
     ) -> JobState:
-        """`POST /run`; `as_form` does not apply (runpod takes JSON only). Runpod's own webhook is sent when the
-        job ends, whatever events are asked for."""
-        answer = read_answer(self._send(run_request(path, params, webhook)))
+        """`POST /run`; `as_form` does not apply (runpod takes JSON only), nor do `options` but the webhook
+        (runpod knows neither idempotency keys nor `Prefer: wait`). Runpod's own webhook is sent when the job
+        ends, whatever events are asked for."""
+        answer = read_answer(self._send(run_request(path, params, options.webhook)))
         return parse_record(answer, self._wrap_file, task_path(path))
 
     def get(self, job_id: str, wait_s: float = 0.0) -> JobState:
@@ -115,9 +116,9 @@ class AsyncRunpodTransport(AsyncHTTPSession):
         self.options = options or RunpodOptions()
 
     async def submit(
-        self, path: str, params: Mapping[str, Any], *, as_form: bool = False, webhook: core.WebhookRequest | None = None
+        self, path: str, params: Mapping[str, Any], *, as_form: bool = False, options: core.SubmitOptions = NO_OPTIONS
     ) -> JobState:
-        answer = read_answer(await self._send(run_request(path, params, webhook)))
+        answer = read_answer(await self._send(run_request(path, params, options.webhook)))
         return parse_record(answer, self._wrap_file, task_path(path))
 
     async def get(self, job_id: str, wait_s: float = 0.0) -> JobState:

@@ -180,13 +180,26 @@ class Client:
         return client
 
     def submit(
-        self, path: str, /, *, webhook: str | None = None, webhook_events: Sequence[str] | None = None, **params: Any
+        self,
+        path: str,
+        /,
+        idempotency_key: str | None = None,
+        *,
+        webhook: str | None = None,
+        webhook_events: Sequence[str] | None = None,
+        **params: Any,
     ) -> Job:
         """Start a job of the task at `path`. Paths, bytes, binary file objects and MediaFiles go up as files.
 
+        The submit carries an `Idempotency-Key` (`idempotency_key`, or a new random one), so it is sent again
+        after a connection error or a 5xx without ever making a second job; a key given here makes a later
+        `submit` with the same key and parameters answer with the same job.
+
         With `webhook`, the service POSTs the job's events (`webhook_events`, default `["completed"]`) there.
         """
-        return self.submit_params(path, params, webhook=webhook, webhook_events=webhook_events)
+        return self.submit_params(
+            path, params, idempotency_key=idempotency_key, webhook=webhook, webhook_events=webhook_events
+        )
 
     def submit_params(
         self,
@@ -194,6 +207,7 @@ class Client:
         params: Mapping[str, Any],
         *,
         as_form: bool = False,
+        idempotency_key: str | None = None,
         webhook: str | None = None,
         webhook_events: Sequence[str] | None = None,
     ) -> Job:
@@ -202,7 +216,10 @@ class Client:
         `as_form` sends a plain form, as `curl -d` does: values are strings, and lists of strings repeat.
         """
         hook = core.webhook_request(webhook, webhook_events)
-        state = self._transport.submit(path, params, as_form=as_form, webhook=hook)
+        return self._submit(path, params, as_form, core.SubmitOptions.fresh(idempotency_key, webhook=hook))
+
+    def _submit(self, path: str, params: Mapping[str, Any], as_form: bool, options: core.SubmitOptions) -> Job:
+        state = self._transport.submit(path, params, as_form=as_form, options=options)
         return Job(self._transport, state.id, state)
 
     def job(self, job_id: str) -> Job:
@@ -210,8 +227,10 @@ class Client:
         return Job(self._transport, job_id)
 
     def call(self, path: str, /, progress: Progress = False, **params: Any) -> Any:
-        """Submit a job and wait for its result; see `Job.result`."""
-        return self.submit_params(path, params).result(progress=progress)
+        """Submit a job and wait for its result; see `Job.result`. The submit itself waits for the job
+        (`Prefer: wait`), so a short job takes one request."""
+        options = core.SubmitOptions.fresh(wait_s=core.call_wait_s(progress))
+        return self._submit(path, params, False, options).result(progress=progress)
 
     def map(
         self,

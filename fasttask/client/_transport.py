@@ -11,7 +11,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator, 
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from typing import Any, Protocol
 
-from ._core import WebhookRequest
+from ._core import SubmitOptions
 from ._models import JobState, StreamEvent
 
 
@@ -24,9 +24,10 @@ class Transport(Protocol):
         (runpod: its /stream only serves streaming handlers, and carries no progress), the bar is fed by `get`."""
 
     def submit(
-        self, path: str, params: Mapping[str, Any], *, as_form: bool = False, webhook: WebhookRequest | None = None
+        self, path: str, params: Mapping[str, Any], *, as_form: bool = False, options: SubmitOptions = ...
     ) -> JobState:
-        """Start a job of the task at `path`; 429 and 503 are retried within the client's limits."""
+        """Start a job of the task at `path`; 429 and 503 are retried within the client's limits. `options`:
+        what the service is asked besides (an Idempotency-Key, `Prefer: wait`, a webhook); a transport may ignore it."""
 
     def get(self, job_id: str, wait_s: float = 0.0) -> JobState:
         """The job now, or once it ends if that happens within `wait_s` (at most 60).
@@ -53,7 +54,7 @@ class AsyncTransport(Protocol):
     def streams_progress(self) -> bool: ...
 
     async def submit(
-        self, path: str, params: Mapping[str, Any], *, as_form: bool = False, webhook: WebhookRequest | None = None
+        self, path: str, params: Mapping[str, Any], *, as_form: bool = False, options: SubmitOptions = ...
     ) -> JobState: ...
 
     async def get(self, job_id: str, wait_s: float = 0.0) -> JobState: ...

@@ -78,6 +78,7 @@ def run_call(args: argparse.Namespace) -> int:
     path = args.path if args.path.startswith("/") else f"/{args.path}"
     with client:
         try:
+            # no `Prefer: wait`: the progress shows from the start, and Ctrl-C knows which job to cancel
             job = client.submit_params(path, params, as_form=True)
         except (ClientError, OSError) as exc:
             return _fail(str(exc), EXIT_USAGE)

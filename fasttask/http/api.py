@@ -26,6 +26,7 @@ from ..loops import stop_tasks
 from ..metrics import Metrics
 from ..series import Timeline
 from ..settings import Settings
+from .apipod_routes import apipod_routes
 from .auth import ApiKeyMiddleware
 from .hotpath import HotPath
 from .job_routes import job_routes, task_routes
@@ -98,6 +99,7 @@ def build_api(service: FastTaskAPI) -> FastAPI:
             *(route for task in service.tasks.values() for route in task_routes(broker, task, limits, metrics)),
             *(Route(path, fn, tuple(methods), bound_body=True) for path, fn, methods in service.plain_endpoints),
             *job_routes(broker, limits),
+            *apipod_routes(broker),
             *probe_routes(broker, views),
             *observability_routes(views, metrics, list(service.tasks), timeline),
             *docs_routes(),

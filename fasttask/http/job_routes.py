@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from urllib.parse import quote
 
 from starlette.requests import Request
@@ -19,6 +19,7 @@ from ..metrics import Metrics
 from ..ranges import byte_range
 from ..tasks import TaskDef
 from .hotpath import parse_wait
+from .keyed import submit_headers, submit_with_key
 from .openapi_schemas import errors, json_body, optional_header, ref
 from .params import InputLimits, read_request_data, read_submission
 from .responses import json_response
@@ -32,10 +33,35 @@ _JOB = json_body("The job", ref("Job"))
 _LOCATION = {"Location": {"description": "the job's URL, /jobs/{id}", "schema": {"type": "string"}}}
 _JOB_ID = {"name": "job_id", "in": "query", "schema": {"type": "string"}, "description": "the job's id"}
 _LEGACY = {"200": json_body("The job, FastTaskAPI 1.x shape", ref("LegacyJob")), **errors("404", "422")}
+_REPLAYED = {
+    "Idempotent-Replayed": {
+        "description": "`true` when an earlier request with this Idempotency-Key made the job (no new job)",
+        "schema": {"type": "string", "enum": ["true"]},
+    }
+}
+_APPLIED = {"Preference-Applied": {"description": "`wait=S`: the answer waited", "schema": {"type": "string"}}}
+_RETRY_AFTER = {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds to wait before retrying"}}
 SUBMIT_RESPONSES = {
-    "202": {**json_body("The job, accepted", ref("Job")), "headers": _LOCATION},
+    "200": {
+        **json_body("`Prefer: wait=S`: the job, final within S seconds", ref("Job")),
+        "headers": {**_LOCATION, **_APPLIED, **_REPLAYED},
+    },
+    "202": {**json_body("The job, accepted", ref("Job")), "headers": {**_LOCATION, **_REPLAYED}},
+    "400": json_body("An Idempotency-Key that is not 1 to 255 visible ASCII characters", ref("Error")),
+    "409": {
+        **json_body("The first request with this Idempotency-Key is still being handled", ref("Error")),
+        "headers": _RETRY_AFTER,
+    },
     **errors("413", "422", "429", "503"),
 }
+SUBMIT_HEADERS = (
+    optional_header("Prefer", "`wait=S`: hold the answer until the job is final or S seconds (at most 60) pass"),
+    optional_header(
+        "Idempotency-Key",
+        "1 to 255 visible ASCII characters: one job per key on this endpoint; a repeat with the same parameters "
+        "gets the same job, with other parameters 422",
+    ),
+)
 
 
 def task_routes(broker: Broker, task: TaskDef, limits: InputLimits, metrics: Metrics | None) -> list[Route]:
@@ -54,6 +80,7 @@ def task_routes(broker: Broker, task: TaskDef, limits: InputLimits, metrics: Met
             status_code=202,
             json_response=True,
             responses=SUBMIT_RESPONSES,
+            parameters=SUBMIT_HEADERS,
             task=task,
         )
         for method in task.methods
@@ -61,37 +88,41 @@ def task_routes(broker: Broker, task: TaskDef, limits: InputLimits, metrics: Met
 
 
 def submit_handler(broker: Broker, task: TaskDef, limits: InputLimits, metrics: Metrics | None = None) -> Handler:
-    if metrics is None:
+    stats = metrics.jobs.stats(task.path) if metrics is not None else None
 
-        async def submit(request: Request) -> Response:
-            params, webhook = await read_submission(request, task, limits)
-            try:
-                record = await broker.submit(task, params, webhook)
-            except BaseException:
-                close_files(params.values())  # refused (429, 503, 413): nobody else will read them
-                raise
-            return json_response(record.to_json(), 202, {"Location": f"/jobs/{record.id}"})
-
-        return submit
-
-    stats = metrics.jobs.stats(task.path)
-
-    async def counted_submit(request: Request) -> Response:
+    async def submit(request: Request) -> Response:
+        raw_key, wait = submit_headers(request.scope)
+        replayed = False
         try:
-            params, webhook = await read_submission(request, task, limits)
+            if raw_key is None:
+                params, webhook = await read_submission(request, task, limits)
+                try:
+                    record = await broker.submit(task, params, webhook)
+                except BaseException:
+                    close_files(params.values())  # refused (429, 503, 413): nobody else will read them
+                    raise
+            else:
+                record, replayed = await submit_with_key(
+                    broker, task, raw_key, request.scope, lambda: read_submission(request, task, limits)
+                )
         except Exception as exc:
-            stats.refused(exc)
+            if stats is not None:
+                stats.refused(exc)
             raise
-        try:
-            record = await broker.submit(task, params, webhook)
-        except BaseException as exc:
-            close_files(params.values())  # refused (429, 503, 413): nobody else will read them
-            stats.refused(exc)
-            raise
-        stats.submitted += 1
-        return json_response(record.to_json(), 202, {"Location": f"/jobs/{record.id}"})
+        if stats is not None and not replayed:
+            stats.submitted += 1
+        headers = {"Location": f"/jobs/{record.id}"}
+        if replayed:
+            headers["Idempotent-Replayed"] = "true"
+        if wait is not None and wait > 0:
+            if not record.status.is_final:
+                record = await broker.wait(record.id, wait)
+            if record.status.is_final:
+                headers["Preference-Applied"] = f"wait={wait:g}"
+                return json_response(record.to_json(), 200, headers)
+        return json_response(record.to_json(), 202, headers)
 
-    return counted_submit
+    return submit
 
 
 def job_routes(broker: Broker, limits: InputLimits) -> list[Route]:
@@ -105,10 +136,8 @@ def job_routes(broker: Broker, limits: InputLimits) -> list[Route]:
         return json_response((await broker.cancel(job_id)).to_json())
 
     async def stream_job(job_id: str, request: Request) -> StreamingResponse:
-        # a client that reconnects sends the id of the last event it got: the outputs it already has
-        resume = request.headers.get("last-event-id", "")
-        events = await broker.open_stream(job_id, int(resume) if resume.isdigit() and len(resume) < 10 else 0)
-        return StreamingResponse(_sse(events), media_type="text/event-stream", headers=SSE_HEADERS)
+        events = await broker.open_stream(job_id, resume_after(request))
+        return StreamingResponse(sse(events, named_event), media_type="text/event-stream", headers=SSE_HEADERS)
 
     async def job_file(job_id: str, index: int, request: Request) -> StreamingResponse:
         file = await broker.result_file(job_id, index)
@@ -224,8 +253,21 @@ def job_routes(broker: Broker, limits: InputLimits) -> list[Route]:
     ]
 
 
-async def _sse(events: AsyncIterator[JobEvent]) -> AsyncIterator[str]:
-    """Format events as SSE, with a comment line when nothing happened for a while to keep proxies open."""
+def resume_after(request: Request) -> int:
+    """How many outputs a reconnecting stream client has: the id of the last event it got (Last-Event-ID)."""
+    resume = request.headers.get("last-event-id", "")
+    return int(resume) if resume.isdigit() and len(resume) < 10 else 0
+
+
+def named_event(event: JobEvent) -> str:
+    """One event of `/jobs/{id}/stream`: named by its kind, its id the count of outputs sent."""
+    data = json.dumps(event.data, separators=(",", ":"), ensure_ascii=False)
+    return f"id: {event.outputs_sent}\nevent: {event.kind}\ndata: {data}\n\n"
+
+
+async def sse(events: AsyncIterator[JobEvent], render: Callable[[JobEvent], str | None]) -> AsyncIterator[str]:
+    """Events as SSE records (`render` gives an event's record, or None to send nothing for it) until the
+    job's end, with a comment line when nothing happened for a while to keep proxies open."""
     pending: asyncio.Future[JobEvent] | None = None
     try:
         while True:
@@ -240,8 +282,9 @@ async def _sse(events: AsyncIterator[JobEvent]) -> AsyncIterator[str]:
             except StopAsyncIteration:
                 return
             pending = None
-            data = json.dumps(event.data, separators=(",", ":"), ensure_ascii=False)
-            yield f"id: {event.outputs_sent}\nevent: {event.kind}\ndata: {data}\n\n"
+            record = render(event)
+            if record is not None:
+                yield record
             if event.kind == "end":
                 return
     finally:

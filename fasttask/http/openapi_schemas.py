@@ -10,6 +10,7 @@ from typing import Any
 
 STATUSES = ["queued", "running", "finished", "failed", "cancelled", "timeout"]
 LEGACY_STATUSES = ["Queued", "Processing", "Finished", "Failed", "Timeout", "Cancelled"]
+APIPOD_STATUSES = ["queued", "processing", "finished", "failed", "timeout", "cancelled"]
 
 
 def ref(name: str) -> dict[str, str]:
@@ -18,6 +19,10 @@ def ref(name: str) -> dict[str, str]:
 
 _TIME = {"type": "string", "format": "date-time"}
 _TIME_OR_NULL = {"type": ["string", "null"], "format": "date-time"}
+_RESULT_AND_ERROR_TEXT: dict[str, Any] = {  # the older protocols' result and error (FastTaskAPI 1.x, APIPod)
+    "result": {"description": "files as {file_name, content_type, content: <absolute download URL>}"},
+    "error": {"type": ["string", "null"], "description": "`Type: message`"},
+}
 
 SCHEMAS: dict[str, dict[str, Any]] = {
     "Job": {
@@ -26,6 +31,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "type": "object",
         "properties": {
             "id": {"type": "string", "description": "128 random bits, hex"},
+            "job_id": {"type": "string", "description": "the same as id (APIPod's clients)"},
             "endpoint": {"type": "string", "description": "the task endpoint the job was submitted to"},
             "status": {"type": "string", "enum": STATUSES},
             "progress": {"type": "number", "minimum": 0, "maximum": 1},
@@ -37,14 +43,19 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "finished_at": _TIME_OR_NULL,
             "links": {
                 "type": "object",
-                "properties": {"self": {"type": "string"}, "cancel": {"type": "string"}, "stream": {"type": "string"}},
-                "required": ["self", "cancel", "stream"],
+                "properties": {
+                    "self": {"type": "string"},
+                    "cancel": {"type": "string"},
+                    "stream": {"type": "string"},
+                    "status": {"type": "string", "description": "/status/<id> (APIPod's clients)"},
+                },
+                "required": ["self", "cancel", "stream", "status"],
             },
             "refresh_job_url": {"type": "string", "description": "/status?job_id=<id> (FastTaskAPI 1.x clients)"},
             "endpoint_protocol": {"type": "string", "const": "socaity"},
         },
         "required": [
-            *("id", "endpoint", "status", "progress", "message", "result", "error"),
+            *("id", "job_id", "endpoint", "status", "progress", "message", "result", "error"),
             *("created_at", "started_at", "finished_at", "links", "refresh_job_url", "endpoint_protocol"),
         ],
     },
@@ -81,8 +92,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                 "type": "object",
                 "properties": {"progress": {"type": "number"}, "message": {"type": ["string", "null"]}},
             },
-            "result": {"description": "files as {file_name, content_type, content: <absolute download URL>}"},
-            "error": {"type": ["string", "null"], "description": "`Type: message`"},
+            **_RESULT_AND_ERROR_TEXT,
             "refresh_job_url": {"type": "string"},
             "cancel_job_url": {"type": "string"},
             "created_at": _TIME,
@@ -92,6 +102,24 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "endpoint_protocol": {"type": "string", "const": "socaity"},
         },
         "required": ["id", "status", "progress", "result", "error", "refresh_job_url", "endpoint_protocol"],
+    },
+    "ApipodJob": {
+        "title": "ApipodJob",
+        "description": "A job in APIPod's shape, for clients that speak its job protocol (fastSDK 0.4).",
+        "type": "object",
+        "properties": {
+            "job_id": {"type": "string"},
+            "status": {"type": "string", "enum": APIPOD_STATUSES},
+            "progress": {"type": "number", "minimum": 0, "maximum": 1},
+            "message": {"type": ["string", "null"]},
+            **_RESULT_AND_ERROR_TEXT,
+            "links": {
+                "type": "object",
+                "properties": {name: {"type": "string"} for name in ("status", "cancel", "stream")},
+                "required": ["status", "cancel", "stream"],
+            },
+        },
+        "required": ["job_id", "status", "progress", "message", "result", "error", "links"],
     },
     "JobPage": {
         "title": "JobPage",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 from pydantic import ValidationError
@@ -31,7 +32,7 @@ _NO_NAMES: frozenset[str] = frozenset()
 
 async def read_params(request: Request, task: TaskDef, limits: InputLimits) -> dict[str, Any]:
     """The validated keyword arguments of a task call, URL file parameters downloaded."""
-    data, location = await read_request_data(request, limits, task.file_params, task.list_params)
+    data, location = await _read_data(request, task, limits)
     return await _validated(data, location, task, limits)
 
 
@@ -40,7 +41,7 @@ async def read_submission(
 ) -> tuple[dict[str, Any], WebhookSpec | None]:
     """A submit's keyword arguments, as `read_params`, and the webhook it asks for when its body is the
     envelope `{"input", "webhook", "webhook_events_filter"}` (its URL passed the address guard)."""
-    data, location = await read_request_data(request, limits, task.file_params, task.list_params)
+    data, location = await _read_data(request, task, limits)
     webhook = None
     if location == "body" and "input" in data:
         data, fields = split_envelope(data, task)
@@ -55,6 +56,11 @@ async def read_submission(
                 close_files(data.values())
                 raise RequestValidationFailed(errors)
     return await _validated(data, location, task, limits), webhook
+
+
+async def _read_data(request: Request, task: TaskDef, limits: InputLimits) -> tuple[dict[str, Any], str]:
+    fields = task.params_model.model_fields
+    return await read_request_data(request, limits, task.file_params, task.list_params, fields.keys())
 
 
 async def _validated(data: dict[str, Any], location: str, task: TaskDef, limits: InputLimits) -> dict[str, Any]:
@@ -79,31 +85,46 @@ async def read_request_data(
     limits: InputLimits,
     file_params: frozenset[str] = _NO_NAMES,
     list_params: frozenset[str] = _NO_NAMES,
+    known: Collection[str] | None = None,
 ) -> tuple[dict[str, Any], str]:
     """A request's parameters before validation, and where they came from (`body` or `query`).
 
     The query string is read first; a body adds to it: JSON, a form, or, under any other declared type,
     a JSON object (a browser's `fetch()` sends JSON as text/plain unless told otherwise). Any other
     non-empty body is refused with 415 rather than ignored. Bodies are bounded as `limits` says.
+    With a body, query parameters whose names are not in `known` (when given) are left out: clients of
+    APIPod's protocol add their own (fastSDK 0.4 sends `?details_id=` with every call).
     """
     budget = ValueBudget()
     names = _Names(file_params, list_params, budget)
     query = query_pairs(request, limits)
     data = names.collect(query) if query else {}
+    body = await _read_body(request, limits, names)
+    if body is None:
+        return data, "query"
+    if not data:
+        return body, "body"
+    if known is not None:
+        data = {key: value for key, value in data.items() if key in known}
+    data.update(body)
+    return data, "body"
+
+
+async def _read_body(request: Request, limits: InputLimits, names: _Names) -> dict[str, Any] | None:
+    """The parameters a body brings, or None when there is no body."""
+    file_params, budget = names.file_params, names.budget
     header = request.headers.get("content-type", "")
     content_type = header.split(";", 1)[0].strip().lower()
     takes_files = bool(file_params)
     if content_type == "multipart/form-data":
         cap, too_large = limits.body_cap(takes_files), limits.body_too_large(takes_files)
         reader = MultipartReader(boundary_of(header), limits.max_file_bytes, cap, too_large, file_params)
-        data.update(names.collect(await reader.read(request.stream())))
-        return data, "body"
+        return names.collect(await reader.read(request.stream()))
     if content_type == "application/x-www-form-urlencoded":
-        data.update(names.collect(form_pairs(await read_body(request, limits, takes_files))))
-        return data, "body"
+        return names.collect(form_pairs(await read_body(request, limits, takes_files)))
     body = await read_body(request, limits, takes_files)
     if not body or body.isspace():
-        return data, "query"
+        return None
     declared_json = content_type == "application/json" or content_type.endswith("+json")
     try:
         parsed = parse_json(body, budget)
@@ -120,8 +141,7 @@ async def read_request_data(
             [{"type": "model_attributes_type", "loc": ["body"], "msg": "the body must be a JSON object"}]
         )
     check_field_count(len(parsed), "JSON body")
-    data.update(parsed)
-    return data, "body"
+    return parsed
 
 
 def _unsupported(content_type: str) -> UnsupportedMediaType:

@@ -8,7 +8,7 @@ from typing import Any
 
 from starlette.responses import Response
 
-from ..errors import FastTaskError, QueueFull, RequestValidationFailed
+from ..errors import FastTaskError, RequestValidationFailed
 
 MAX_REPORTED_ERRORS = 50
 """A 422 lists at most this many field errors (and says how many more there were)."""
@@ -25,7 +25,8 @@ def json_response(payload: Any, status_code: int = 200, headers: dict[str, str] 
 def error_response(exc: Exception) -> Response | None:
     """The documented answer (docs/http-api.md) to one of our errors, or None for anything else."""
     if isinstance(exc, FastTaskError):
-        headers = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, QueueFull) else None
+        retry_after = getattr(exc, "retry_after_s", None)  # QueueFull, IdempotentRequestInFlight
+        headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
         return json_response({"detail": exc.detail}, exc.status_code, headers)
     if isinstance(exc, RequestValidationFailed):
         return json_response({"detail": reportable_errors(exc.errors)}, 422)

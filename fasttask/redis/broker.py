@@ -9,7 +9,7 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Mapping
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import redis.asyncio as aioredis
 from redis import Redis as SyncRedis
@@ -20,21 +20,28 @@ from redis.exceptions import OutOfMemoryError, ReadOnlyError, RedisError, Respon
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..brokers.base import Broker, JobEvent, ResultFile
-from ..errors import JobAlreadyFinal, JobNotFound, QueueFull, QueueUnavailable, StorageUnavailable
-from ..files import close_files, iter_files
+from ..errors import (
+    JobAlreadyFinal,
+    JobNotFound,
+    QueueFull,
+    QueueUnavailable,
+    StorageUnavailable,
+)
+from ..files import close_files
+from ..idempotency import PENDING_S, KeyedJob, in_flight, key_ttl_s
 from ..jobs import JobRecord, JobStatus, new_job_id, utcnow
 from ..logs import job_log, log_job
 from ..loops import Backoff, LoopHealth, run_forever, stop_tasks
 from ..metrics import JobMetrics
 from ..settings import Settings
-from ..storage import ObjectStore
+from ..storage import ObjectStore, upload_large_files
 from ..tasks import TaskDef
 from ..webhook_loops import WebhookService
 from ..webhooks import WebhookSpec, initial_state
 from . import keys as layout
 from . import scripts
-from .cleanup import CLEANUP_INTERVAL_S, clean_up_abandoned, sweep_storage
-from .codec import RECORD_FIELDS, job_record_fields, record_from_redis, rq_timestamp
+from .cleanup import CLEANUP_INTERVAL_S, abandoned_callback, clean_up_abandoned, sweep_storage
+from .codec import READ_FIELDS, job_record_fields, needs_result_entry, record_from_redis, rq_timestamp
 from .views import RedisViews, as_bytes
 from .webhooks import RedisWebhookStore
 
@@ -81,7 +88,12 @@ class RedisBroker(Broker):
         self._store = ObjectStore(settings) if settings.s3_bucket else None
         self._submit = self._redis.register_script(scripts.SUBMIT)
         self._cancel = self._redis.register_script(scripts.CANCEL)
+        self._hold_key = self._redis.register_script(scripts.HOLD_KEY)
+        self._submit_keyed = self._redis.register_script(scripts.SUBMIT_KEYED)
+        self._release_key = self._redis.register_script(scripts.RELEASE_KEY)
         self._watchers: dict[str, set[asyncio.Event]] = {}
+        self._holding: dict[str, bool] = {}
+        """Idempotency-Keys this process's requests are handling, and whether each is marked in Redis too."""
         self._background: list[asyncio.Task[None]] = []
         self._registered_queues = False
         self.loops = LoopHealth()
@@ -115,11 +127,71 @@ class RedisBroker(Broker):
 
     # -- jobs --------------------------------------------------------------------------------------
     async def submit(self, task: TaskDef, params: dict[str, Any], webhook: WebhookSpec | None = None) -> JobRecord:
+        record = await self._enqueue(task, params, webhook)
+        assert isinstance(record, JobRecord)  # without a key, always a new job
+        return record
+
+    async def hold_key(self, task: TaskDef, key: str, quick: bool = False) -> KeyedJob | None:
+        name = layout.idempotency_key(task.path, key)
+        if name in self._holding:
+            raise in_flight(task.path)
+        # a quick request is marked here only: one round trip fewer, and SUBMIT_KEYED still decides alone
+        self._holding[name] = not quick
+        if quick:
+            return None
+        try:
+            held = await self._guard(self._hold_key(keys=[name], args=[int(PENDING_S * 1000)]))
+        except BaseException:
+            del self._holding[name]
+            raise
+        if held is None:
+            return None
+        del self._holding[name]
+        if held == b"~":
+            raise in_flight(task.path)
+        return KeyedJob.decode(held)
+
+    async def submit_keyed(
+        self,
+        task: TaskDef,
+        params: dict[str, Any],
+        key: str,
+        fingerprint: str,
+        webhook: WebhookSpec | None = None,
+    ) -> JobRecord | KeyedJob:
+        name = layout.idempotency_key(task.path, key)
+        try:
+            made = await self._enqueue(task, params, webhook, (name, fingerprint, self._holding.get(name, False)))
+        finally:
+            self._holding.pop(name, None)
+        if isinstance(made, KeyedJob) and made.job_id == "":  # another process's request is in flight
+            raise in_flight(task.path)
+        return made
+
+    async def release_key(self, task: TaskDef, key: str, held: KeyedJob | None = None) -> None:
+        name = layout.idempotency_key(task.path, key)
+        marked = self._holding.pop(name, False)
+        if held is None and not marked:
+            return  # marked in this process only (or not at all): nothing in Redis is ours
+        value = "~" if held is None else held.encode()
+        await self._guard(self._release_key(keys=[name], args=[value]))
+
+    async def _enqueue(
+        self,
+        task: TaskDef,
+        params: dict[str, Any],
+        webhook: WebhookSpec | None,
+        keyed: tuple[str, str, bool] | None = None,
+    ) -> JobRecord | KeyedJob:
+        """SUBMIT, or with `keyed` (the key's name, the fingerprint, whether this request marked the key in
+        Redis) SUBMIT_KEYED; with a webhook, the job is watched."""
         queue = self._queues[task.path]
         record = JobRecord(new_job_id(), task.path)
         try:
             if self._store is not None:
-                await self._upload_large_files(record.id, task, params)
+                # inputs must outlive the wait for a worker as well as the job: a day on top of its result_ttl
+                ttl_s = task.result_ttl_s + 24 * 3600
+                await upload_large_files(self._store, record.id, params, self._settings.s3_inline_kb * 1024, ttl_s)
             fields = job_record_fields(task, queue, record, params, self._rq_connection)
         finally:
             close_files(params.values())  # their content is in the job record (or the bucket) now
@@ -130,45 +202,45 @@ class RedisBroker(Broker):
             # job appears) rather than a job nobody watches
             await self._guard(self.webhooks.watch(record.id, webhook))
         try:
-            return await self._enqueue(task, queue, record, fields)
+            made = await self._push(task, queue, record, fields, keyed)
         except BaseException:
             if webhook is not None:
                 with contextlib.suppress(Exception):
                     await self.webhooks.store.unwatch(record.id)
             raise
+        if webhook is not None and isinstance(made, KeyedJob):  # no job of ours: the key's job stands
+            with contextlib.suppress(Exception):
+                await self.webhooks.store.unwatch(record.id)
+        return made
 
-    async def _enqueue(self, task: TaskDef, queue: str, record: JobRecord, fields: dict[str, Any]) -> JobRecord:
+    async def _push(
+        self, task: TaskDef, queue: str, record: JobRecord, fields: dict[str, Any], keyed: tuple[str, str, bool] | None
+    ) -> JobRecord | KeyedJob:
         flat: list[Any] = []
         for name, value in fields.items():
             flat += (name, value)
         if not self._registered_queues:
             await self._guard(self._redis.sadd(layout.queues_set_key(), *map(layout.queue_key, self._queues.values())))
             self._registered_queues = True
-        accepted = await self._guard(
-            self._submit(
-                keys=[layout.queue_key(queue), layout.job_key(record.id)],
-                args=[task.queue_size, record.id, layout.queued_channel(queue), *flat],
+        submit_keys = [layout.queue_key(queue), layout.job_key(record.id)]
+        submit_args = [task.queue_size, record.id, layout.queued_channel(queue), *flat]
+        if keyed is None:
+            accepted = await self._guard(self._submit(keys=submit_keys, args=submit_args))
+        else:
+            name, fingerprint, marked = keyed
+            value = KeyedJob(record.id, fingerprint).encode()
+            ttl_ms = int(key_ttl_s(task) * 1000)
+            mine = "1" if marked else "0"
+            accepted = await self._guard(
+                self._submit_keyed(keys=[*submit_keys, name], args=[*submit_args, value, ttl_ms, mine])
             )
-        )
+            if isinstance(accepted, bytes):  # another request made the key's job first (or `~`: is making it)
+                return KeyedJob.decode(accepted)
         if not accepted:
             raise QueueFull(task.path, task.queue_size)
         if job_log.isEnabledFor(logging.INFO):
             log_job(record, "queued")
         return record
-
-    async def _upload_large_files(self, job_id: str, task: TaskDef, params: dict[str, Any]) -> None:
-        """Files past the inline threshold go to the bucket; the job carries their keys."""
-        store = self._store
-        assert store is not None
-        inline_bytes = self._settings.s3_inline_kb * 1024
-        # inputs must outlive the wait for a worker as well as the job: a day on top of its result_ttl
-        ttl_s = task.result_ttl_s + 24 * 3600
-        for index, media in enumerate(f for value in params.values() for f in iter_files(value)):
-            if media.size <= inline_bytes or media.object_key is not None:
-                continue
-            key = store.key_for(job_id, f"in-{index}-{media.file_name}", ttl_s)
-            await asyncio.to_thread(store.put_file, key, media)
-            media.object_key = key
 
     async def get(self, job_id: str) -> JobRecord:
         record = await self._read(job_id)
@@ -228,11 +300,14 @@ class RedisBroker(Broker):
 
     # -- internals ---------------------------------------------------------------------------------
     async def _read(self, job_id: str) -> JobRecord | None:
-        pipe = self._redis.pipeline(transaction=False)
-        pipe.hmget(layout.job_key(job_id), RECORD_FIELDS)
-        pipe.xrevrange(layout.results_key(job_id), count=1)
-        values, entries = await self._guard(pipe.execute())
-        return record_from_redis(job_id, values, entries[0][1] if entries else None)
+        # one command for a job still waiting or running, and for one finished with a result its hash keeps
+        # the client does not decode replies: bytes, whatever else the stubs allow
+        values = cast("list[bytes | None]", await self._guard(self._redis.hmget(layout.job_key(job_id), READ_FIELDS)))
+        entry = None
+        if needs_result_entry(values):
+            entries = await self._guard(self._redis.xrevrange(layout.results_key(job_id), count=1))
+            entry = cast("dict[bytes, bytes]", entries[0][1]) if entries else None
+        return record_from_redis(job_id, values, entry)
 
     async def _events(self, job_id: str, sent_outputs: int) -> AsyncIterator[JobEvent]:
         last: tuple[Any, ...] | None = None
@@ -304,30 +379,11 @@ class RedisBroker(Broker):
 
     async def _clean_up(self) -> object:
         owner = f"api-{os.getpid()}"
-        return await asyncio.to_thread(
-            clean_up_abandoned, self._rq_connection, self._queues.values(), owner, self._abandoned_callback()
-        )
+        failed = abandoned_callback(self._queues, self._metrics)
+        return await asyncio.to_thread(clean_up_abandoned, self._rq_connection, self._queues.values(), owner, failed)
 
     async def _sweep_storage(self) -> object:
         return await asyncio.to_thread(sweep_storage, self._rq_connection, self._store, f"api-{os.getpid()}")
-
-    def _abandoned_callback(self) -> Any:
-        """Counts and logs, on the event loop, the jobs RQ's cleanup (run in a thread) failed."""
-        loop = asyncio.get_running_loop()
-        endpoints_of = {queue: path for path, queue in self._queues.items()}
-
-        def failed(queue: str, job_id: str) -> None:
-            endpoint = endpoints_of.get(queue)
-            if endpoint is not None:
-                loop.call_soon_threadsafe(self._count_abandoned, endpoint, job_id)
-
-        return failed
-
-    def _count_abandoned(self, endpoint: str, job_id: str) -> None:
-        if self._metrics is not None:
-            self._metrics.ended(endpoint, JobStatus.FAILED, None)
-        if job_log.isEnabledFor(logging.INFO):
-            log_job(JobRecord(job_id, endpoint, JobStatus.FAILED), "failed: its worker was lost")
 
     def _wake_all(self) -> None:
         for watchers in self._watchers.values():

@@ -8,10 +8,11 @@ ends such jobs.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 
 import redis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -22,7 +23,10 @@ from rq.job import Job
 from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
 
+from ..jobs import JobRecord, JobStatus
+from ..logs import job_log, log_job
 from ..loops import SKIPPED
+from ..metrics import JobMetrics
 from ..storage import ObjectStore
 from . import keys as layout
 
@@ -134,3 +138,23 @@ def _released_on_error(connection: redis.Redis, lock: str, owner: str) -> Iterat
 def _status(connection: redis.Redis, job_id: str) -> bytes | None:
     status = connection.hget(layout.job_key(job_id), "status")
     return status.encode() if isinstance(status, str) else status
+
+
+def abandoned_callback(queues: Mapping[str, str], metrics: JobMetrics | None) -> Callable[[str, str], None]:
+    """What RQ's cleanup (run in a thread) calls for each job it failed: counted and logged on the event loop.
+    `queues`: endpoint path to queue name."""
+    loop = asyncio.get_running_loop()
+    endpoints_of = {queue: path for path, queue in queues.items()}
+
+    def count(endpoint: str, job_id: str) -> None:
+        if metrics is not None:
+            metrics.ended(endpoint, JobStatus.FAILED, None)
+        if job_log.isEnabledFor(logging.INFO):
+            log_job(JobRecord(job_id, endpoint, JobStatus.FAILED), "failed: its worker was lost")
+
+    def failed(queue: str, job_id: str) -> None:
+        endpoint = endpoints_of.get(queue)
+        if endpoint is not None:
+            loop.call_soon_threadsafe(count, endpoint, job_id)
+
+    return failed

@@ -39,7 +39,14 @@ RECORD_FIELDS = (
     layout.F_OUTCOME,
     layout.F_WEBHOOK,
 )
-"""What `GET /jobs/{id}` reads of the job hash, in this order (one HMGET)."""
+"""The job hash's fields a JobRecord is made of, in this order."""
+READ_FIELDS = (*RECORD_FIELDS, layout.F_RESULT)
+"""What `GET /jobs/{id}` reads of the job hash (one HMGET): RECORD_FIELDS, then the result the hash keeps."""
+_KEPT, _ERROR = len(RECORD_FIELDS), RECORD_FIELDS.index(layout.F_ERROR)
+
+RESULT_KEPT_LIMIT_BYTES = 4096
+"""A result whose JSON is at most this long is written to the job hash too (`ft_result`): a read is then one
+command, not two; a longer one is stored once, in RQ's result stream, and read from there."""
 
 _STATUS = {
     "queued": JobStatus.QUEUED,
@@ -85,11 +92,21 @@ def parse_rq_timestamp(raw: bytes | None) -> datetime | None:
     return datetime.fromisoformat(text).replace(tzinfo=timezone.utc)
 
 
+def needs_result_entry(values: list[bytes | None]) -> bool:
+    """Whether an HMGET of READ_FIELDS needs the newest result stream entry too: a finished job whose result the
+    hash does not keep (too long, or ended by RQ's own code), or a failure that fasttask did not record."""
+    status = values[0]
+    if status == b"finished":
+        return not values[_KEPT]
+    return status == b"failed" and not values[_ERROR]
+
+
 def record_from_redis(
     job_id: str, values: list[bytes | None], result_entry: dict[bytes, bytes] | None
 ) -> JobRecord | None:
-    """A JobRecord from an HMGET of RECORD_FIELDS and the newest entry of the job's result stream."""
-    raw_status, created, started, ended, endpoint, progress, message, error, outcome, webhook = values
+    """A JobRecord from an HMGET of READ_FIELDS (or of RECORD_FIELDS) and the newest entry of the job's result
+    stream (None where `needs_result_entry` said no)."""
+    raw_status, created, started, ended, endpoint, progress, message, error, outcome, webhook, *kept = values
     if raw_status is None:
         return None
     status = _STATUS.get(raw_status.decode(), JobStatus.QUEUED)
@@ -111,7 +128,9 @@ def record_from_redis(
         record.webhook = json.loads(webhook)
     if status is JobStatus.FINISHED:
         record.progress = 1.0
-        if result_entry is not None and result_entry.get(b"type") == _SUCCESSFUL:
+        if kept and kept[0]:
+            record.result = json.loads(kept[0])
+        elif result_entry is not None and result_entry.get(b"type") == _SUCCESSFUL:
             encoded = result_entry.get(b"return_value")
             record.result = json.loads(base64.b64decode(encoded)) if encoded else None
     elif status is JobStatus.FAILED and record.error is None:
@@ -239,12 +258,41 @@ class ClaimedRecord:
     retries: int
     failures: int
 
+    @property
+    def member(self) -> str:
+        """The job's entry in RQ's StartedJobRegistry: its id and this execution's."""
+        return f"{self.job_id}:{self.execution_id}"
+
 
 def decode_claim(reply: Any, served: Collection[str], path_of_queue: dict[str, str]) -> ClaimedRecord | None:
     """The CLAIM script's reply (`false`, or the queue, the job id and the job hash as a flat list) read with
     the paths this worker serves; a record whose parameters cannot be read comes back with `unreadable` set."""
     if not reply:
         return None
+    return _claimed_record(reply, served, path_of_queue)
+
+
+@dataclass(frozen=True)
+class BatchClaim:
+    """The CLAIM_BATCH script's reply: the jobs it took, or why it took none."""
+
+    depth: int
+    """The queue's length before the claim."""
+    oldest_queued_at: datetime | None
+    """When nothing was taken: when the oldest queued job was queued (None for an empty queue)."""
+    jobs: list[ClaimedRecord]
+
+
+def decode_batch_claim(reply: Any, served: Collection[str], path_of_queue: dict[str, str]) -> BatchClaim:
+    depth, oldest, *taken = reply
+    return BatchClaim(
+        int(depth),
+        parse_rq_timestamp(oldest) if oldest else None,
+        [_claimed_record(job, served, path_of_queue) for job in taken],
+    )
+
+
+def _claimed_record(reply: Any, served: Collection[str], path_of_queue: dict[str, str]) -> ClaimedRecord:
     queue, job_id, flat = reply[0].decode(), reply[1].decode(), reply[2]
     fields = dict(zip(flat[0::2], flat[1::2], strict=True))
     unreadable: str | None = None
@@ -290,7 +338,10 @@ class Ending:
 
 
 def finished(value: Any) -> Ending:
-    return Ending("finished", RESULT_TYPE_SUCCESSFUL, "return_value", encode_result(value), {})
+    text = json.dumps(value, separators=(",", ":"))  # ASCII (the rest escaped): its length is its size
+    kept = text if len(text) <= RESULT_KEPT_LIMIT_BYTES else ""  # "" too: no earlier run's result stays
+    payload = base64.b64encode(text.encode())
+    return Ending("finished", RESULT_TYPE_SUCCESSFUL, "return_value", payload, {layout.F_RESULT: kept})
 
 
 def failed(error: dict[str, Any], timed_out: bool = False) -> Ending:
@@ -300,3 +351,53 @@ def failed(error: dict[str, Any], timed_out: bool = False) -> Ending:
         fields[layout.F_OUTCOME] = "timeout"
     text = error.get("traceback") or f"{error['type']}: {error['message']}"
     return Ending("failed", RESULT_TYPE_FAILED, "exc_string", encode_exception_text(text), fields)
+
+
+def finish_arguments(
+    job: ClaimedRecord,
+    result_ttl: int,
+    ending: Ending,
+    report: tuple[float, str | None] | None,
+    worker_name: str,
+    now: datetime,
+    has_outputs: bool,
+) -> tuple[list[str], list[Any]]:
+    """The FINISH script's keys and arguments that end a claimed job as `ending` says, with the job's last
+    progress `report` (if any) written with it."""
+    extra: dict[str, Any] = dict(ending.fields)
+    if report is not None:
+        extra[layout.F_PROGRESS] = repr(report[0])
+        if report[1] is not None:
+            extra[layout.F_MESSAGE] = report[1]
+    registry = layout.finished_registry_key if ending.rq_status == "finished" else layout.failed_registry_key
+    keys = [
+        layout.job_key(job.job_id),
+        layout.started_registry_key(job.queue),
+        layout.results_key(job.job_id),
+        registry(job.queue),
+        layout.outputs_key(job.job_id),
+    ]
+    args = [
+        job.member,
+        ending.rq_status,
+        rq_timestamp(now),
+        result_ttl,
+        now.timestamp() + result_ttl,  # to the microsecond: GET /jobs pages on it
+        job.job_id,
+        ending.result_type,
+        ending.payload_field,
+        ending.payload,
+        worker_name,
+        job.execution_id,
+        job.started_at.timestamp(),
+        now.timestamp(),
+        "1" if has_outputs else "0",
+        *(part for pair in extra.items() for part in pair),
+    ]
+    return keys, args
+
+
+def requeue_arguments(job: ClaimedRecord, now: datetime, count_failure: bool) -> tuple[list[str], list[Any]]:
+    """The REQUEUE script's keys and arguments that put a claimed job back in its queue."""
+    keys = [layout.job_key(job.job_id), layout.started_registry_key(job.queue), layout.queue_key(job.queue)]
+    return keys, [job.member, job.job_id, layout.queued_channel(job.queue), rq_timestamp(now), int(count_failure)]

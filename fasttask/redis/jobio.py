@@ -14,11 +14,13 @@ import redis
 
 from ..errors import ConfigError, PayloadTooLarge, size_text
 from ..files import MediaFile, iter_files
+from ..logs import log_job_error
 from ..progress import ProgressThrottle, Report
+from ..runner import CallJob
 from ..storage import ObjectStore
 from ..tasks import TaskDef
 from . import keys as layout
-from .codec import ClaimedRecord
+from .codec import ClaimedRecord, InvalidJobRecord
 
 logger = logging.getLogger("fasttask.worker")
 
@@ -55,18 +57,23 @@ class Claimed:
     @property
     def member(self) -> str:
         """The job's entry in RQ's StartedJobRegistry."""
-        return f"{self.record.job_id}:{self.record.execution_id}"
+        return self.record.member
 
     def take_progress(self, finished: bool) -> Report | None:
-        """The report to write with the job's end: the one still waiting, or when the job finished the
-        last one written (its progress then reads 1.0)."""
+        """The report to write with the job's end (see `ending_report`); later reports are dropped."""
         if self.throttle is None:
-            return (1.0, None) if finished else None
+            return ending_report(None, (0.0, None), finished)
         pending = self.throttle.take()
         self.throttle.close()
-        if finished:
-            return (1.0, (pending or self.throttle.last)[1])
-        return pending
+        return ending_report(pending, self.throttle.last, finished)
+
+
+def ending_report(pending: Report | None, last: Report, finished: bool) -> Report | None:
+    """The progress written with a job's end: a finished job reads 1.0 with its latest message; another keeps
+    the report still waiting, if any (`last` was written already)."""
+    if finished:
+        return (1.0, (pending or last)[1])
+    return pending
 
 
 class JobIO:
@@ -75,6 +82,22 @@ class JobIO:
     def __init__(self, connection: redis.Redis, store: ObjectStore | None) -> None:
         self.redis = connection
         self.store = store
+
+    def prepare(self, claimed: Claimed, job: CallJob, may_retry: bool) -> bool:
+        """The job's parameters, decoded from its record (validated once, by the API that took the job) and
+        with their files downloaded from the bucket. A job that cannot have them fails here (logged, and marked
+        `retrying` when `may_retry` and its record could be read): then False."""
+        try:
+            if claimed.record.unreadable is not None:
+                raise InvalidJobRecord(claimed.record.unreadable)
+            job.params = claimed.task.decode_params(claimed.record.params)
+            self.fetch_inputs(claimed, job.params)
+        except Exception as exc:
+            job.error = exc
+            job.retrying = may_retry and claimed.record.unreadable is None
+            log_job_error(claimed.job_id, claimed.task.path, exc, retrying=job.retrying)
+            return False
+        return True
 
     def forget_inputs(self, claimed: Claimed) -> None:
         """The job is over (not re-queued): its input files in the bucket are no longer needed."""

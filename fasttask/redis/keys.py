@@ -8,6 +8,7 @@ RQ's job hash and the `fasttask:` keys below; RQ's tools ignore both.
 
 from __future__ import annotations
 
+import hashlib
 import re
 
 RQ_PREFIX = "rq"
@@ -29,6 +30,8 @@ F_MESSAGE = "ft_message"
 F_ERROR = "ft_error"
 F_OUTCOME = "ft_outcome"
 """`timeout` or `cancelled` when RQ's status (`failed`, `canceled`) does not say which."""
+F_RESULT = "ft_result"
+"""A finished job's result as JSON, next to RQ's result stream entry when small (empty: read the stream)."""
 F_EXECUTION = "ft_execution"
 """The running attempt's execution id: with the job id it names the job's StartedJobRegistry entry."""
 F_ATTEMPTS = "ft_attempts"
@@ -135,3 +138,9 @@ WEBHOOK_DELIVERY_PREFIX = "fasttask:webhook:delivery:"
 def webhook_stopped_key(job_id: str) -> str:
     """Set when a receiver answered 410: no more deliveries of the job are sent."""
     return f"fasttask:webhook:stopped:{job_id}"
+
+
+def idempotency_key(path: str, key: str) -> str:
+    """`fasttask:idem:<queue>:<sha256 of the key>`: an Idempotency-Key of one endpoint, holding `~` while its
+    first request is handled, then `<fingerprint> <job id>`. Hashed: a key may hold any visible character."""
+    return f"fasttask:idem:{queue_name(path)}:{hashlib.sha256(key.encode()).hexdigest()}"

@@ -91,6 +91,8 @@ class WorkerState(Protocol):
 
     def current_job(self) -> Claimed | None: ...
 
+    def running_jobs(self) -> list[Claimed]: ...
+
     def pending_progress_job(self) -> Claimed | None: ...
 
     def ring(self) -> None: ...
@@ -227,10 +229,12 @@ class Presence:
         else:
             pipe.hdel(key, "current_job")
         pipe.expire(key, WORKER_TTL_S)
-        if current is not None:
+        running = worker.running_jobs()
+        if running:  # one job, or every job of a batch (all of one queue)
             lease = int(time.time()) + LEASE_S
-            pipe.zadd(layout.started_registry_key(current.queue), {current.member: lease}, xx=True)
-            pipe.hset(layout.job_key(current.job_id), "last_heartbeat", _rq_now())
+            pipe.zadd(layout.started_registry_key(running[0].queue), {c.member: lease for c in running}, xx=True)
+            for claimed in running:
+                pipe.hset(layout.job_key(claimed.job_id), "last_heartbeat", _rq_now())
         pipe.execute()
 
     def _show_job(self) -> None:

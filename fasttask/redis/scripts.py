@@ -173,3 +173,119 @@ redis.call('EXPIRE', '${outputs}' .. ARGV[1], ttl)
 redis.call('PUBLISH', '${events}', ARGV[1])
 return {'cancelled', status}
 """)
+
+# -- batches: several jobs of one queue claimed in one step, and finished in one step --------------------
+
+CLAIM_BATCH = _lua("""
+-- KEYS: one queue list. ARGV: now (RQ timestamp), lease deadline (unix s), execution id (each job's is it
+-- and its place in the batch), worker name, queue name, most jobs to take, cut-off (RQ timestamp, or '').
+-- A batch goes when the queue holds the most, or its oldest job was queued at or before the cut-off (always
+-- with ''); until then its jobs stay queued and this returns {depth, the oldest job's enqueued_at}. It takes
+-- up to the most, each as CLAIM takes one, and returns {depth, false, {queue, id, fields}...}. RQ timestamps
+-- have one fixed width, so comparing them as strings compares the moments.
+local depth = redis.call('LLEN', KEYS[1])
+if depth == 0 then
+  return {0, false}
+end
+local most = tonumber(ARGV[6])
+if depth < most and ARGV[7] ~= '' then
+  local oldest = redis.call('LINDEX', KEYS[1], 0)
+  local queued_at = redis.call('HGET', '${job}' .. oldest, 'enqueued_at')
+  if queued_at and queued_at > ARGV[7] then
+    return {depth, queued_at}
+  end
+end
+local reply = {depth, false}
+local taken = 0
+while taken < most do
+  local id = redis.call('LPOP', KEYS[1])
+  if not id then break end
+  local job_key = '${job}' .. id
+  local fields = redis.call('HGETALL', job_key)
+  local status = nil
+  for j = 1, #fields, 2 do
+    if fields[j] == 'status' then
+      status = fields[j + 1]
+      break
+    end
+  end
+  if status == 'queued' then
+    taken = taken + 1
+    local execution = ARGV[3] .. '.' .. taken
+    local started = {'status', 'started', 'started_at', ARGV[1], 'last_heartbeat', ARGV[1],
+      'worker_name', ARGV[4], '${execution}', execution}
+    redis.call('HSET', job_key, unpack(started))
+    redis.call('PERSIST', job_key)
+    redis.call('ZADD', '${wip}' .. ARGV[5], ARGV[2], id .. ':' .. execution)
+    for _, part in ipairs(started) do
+      fields[#fields + 1] = part
+    end
+    reply[#reply + 1] = {ARGV[5], id, fields}
+  end
+end
+return reply
+""")
+
+FINISH_MANY = _lua(
+    _FINISH
+    + """
+-- Ends several jobs in one call. KEYS: FINISH's 5 for each job, in order. ARGV: for each job the number of
+-- its FINISH arguments, then those arguments. Returns each job's FINISH reply (1 ended, 0 taken before).
+local ended = {}
+local at = 1
+for i = 1, #KEYS / 5 do
+  local count = tonumber(ARGV[at])
+  local base = (i - 1) * 5
+  ended[i] = finish({KEYS[base + 1], KEYS[base + 2], KEYS[base + 3], KEYS[base + 4], KEYS[base + 5]},
+    {unpack(ARGV, at + 1, at + count)})
+  at = at + count + 1
+end
+return ended
+"""
+)
+
+# Idempotency-Keys (`keys.idempotency_key`): `~` while the key's first request reads its parameters, then
+# `<fingerprint> <job id>`. Their own scripts: a submit without a key runs SUBMIT alone, as before.
+HOLD_KEY = """
+-- KEYS: the key. ARGV: in-flight mark's lifetime (ms). Returns what the key holds, or false after marking it.
+local held = redis.call('GET', KEYS[1])
+if held then
+  return held
+end
+redis.call('SET', KEYS[1], '~', 'PX', ARGV[1])
+return false
+"""
+
+SUBMIT_KEYED = (
+    """
+-- KEYS: SUBMIT's, then the key. ARGV: SUBMIT's, then the key's value, its lifetime (ms), and '1' when this
+-- request marked the key in flight itself (HOLD_KEY), taken off the end.
+-- A job the key made already wins (returned, nothing submitted), and so does another request's in-flight
+-- mark ('~' returned); else SUBMIT runs as it is, and when it took the job, the key remembers it.
+local mine = table.remove(ARGV)
+local ttl = table.remove(ARGV)
+local value = table.remove(ARGV)
+local held = redis.call('GET', KEYS[3])
+if held and (held ~= '~' or mine ~= '1') then
+  return held
+end
+local function submit()
+"""
+    + SUBMIT
+    + """
+end
+local accepted = submit()
+if accepted and accepted ~= 0 then
+  redis.call('SET', KEYS[3], value, 'PX', ttl)
+end
+return accepted
+"""
+)
+
+RELEASE_KEY = """
+-- KEYS: the key. ARGV: the value it must still hold to be deleted.
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""

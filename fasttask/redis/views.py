@@ -28,7 +28,7 @@ from ..jobs import JobRecord, JobStatus
 from ..series import MINUTE_S, MinuteStats, percentile
 from ..tasks import TaskDef
 from . import keys as layout
-from .codec import RECORD_FIELDS, parse_rq_timestamp, record_from_redis
+from .codec import READ_FIELDS, needs_result_entry, parse_rq_timestamp, record_from_redis
 
 T = TypeVar("T")
 
@@ -198,12 +198,19 @@ class RedisViews(JobViews):
             return []
         pipe = self._redis.pipeline(transaction=False)
         for job_id in job_ids:
-            pipe.hmget(layout.job_key(job_id), RECORD_FIELDS)
-            pipe.xrevrange(layout.results_key(job_id), count=1)
-        replies = await self._guard(pipe.execute())
+            pipe.hmget(layout.job_key(job_id), READ_FIELDS)
+        rows = await self._guard(pipe.execute())
+        # the result streams of only the jobs whose hash does not say enough, in a second round trip
+        streamed = [job_id for job_id, values in zip(job_ids, rows, strict=True) if needs_result_entry(values)]
+        entries: dict[str, Any] = {}
+        if streamed:
+            pipe = self._redis.pipeline(transaction=False)
+            for job_id in streamed:
+                pipe.xrevrange(layout.results_key(job_id), count=1)
+            entries = dict(zip(streamed, await self._guard(pipe.execute()), strict=True))
         return [
-            record_from_redis(job_id, values, entries[0][1] if entries else None)
-            for job_id, values, entries in zip(job_ids, replies[0::2], replies[1::2], strict=True)
+            record_from_redis(job_id, values, entries[job_id][0][1] if entries.get(job_id) else None)
+            for job_id, values in zip(job_ids, rows, strict=True)
         ]
 
     async def workers(self) -> list[WorkerInfo]:

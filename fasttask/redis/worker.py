@@ -29,14 +29,16 @@ from redis.retry import Retry as RedisRetry
 from ..errors import ConfigError
 from ..files import MediaFile, close_files
 from ..jobs import JobRecord, JobStatus, utcnow
-from ..logs import job_log, log_job, log_job_error
+from ..logs import job_log, log_job
 from ..loops import LoopHealth
 from ..metrics import JobMetrics
-from ..progress import ProgressThrottle
+from ..progress import ProgressThrottle, Report
 from ..runner import ASYNC_KINDS, Call, CallJob, error_info, run_call_here
 from ..storage import ObjectStore
+from ..tasks import TaskDef
 from . import codec, scripts
 from . import keys as layout
+from .batches import Batches
 from .codec import rq_timestamp
 from .guard import Guard, JobInterrupted, Watch, install_interrupt_signal, interrupter
 from .jobio import PROGRESS_INTERVAL_S, Claimed, JobIO
@@ -77,6 +79,7 @@ class Worker:
         if not self.tasks:
             raise ConfigError("the app has no task endpoints to work on")
         self.queues = {layout.queue_name(path): task for path, task in self.tasks.items()}
+        self._single_queues = [queue for queue, task in self.queues.items() if task.batch is None]
         self.name = name or default_worker_name()
         self.grace_s = app.settings.worker_grace_s if grace_s is None else grace_s
         self.redis = redis.Redis.from_url(
@@ -92,7 +95,7 @@ class Worker:
         self._finish_script = self.redis.register_script(scripts.FINISH)
         self._finish_and_claim_script = self.redis.register_script(scripts.FINISH_AND_CLAIM)
         self._requeue_script = self.redis.register_script(scripts.REQUEUE)
-        self._install_signals = install_signals
+        self.owns_signals = install_signals
         self.metrics = metrics
         self.loops = loops if loops is not None else LoopHealth()
         """This worker's background loops (heartbeat, cleanup, sweep, subscription) and how they go."""
@@ -104,42 +107,48 @@ class Worker:
         self.waiting_for_work = threading.Event()
         """Set while the worker found no job and waits for one (the listener then rings it on new jobs)."""
         self._current: Claimed | None = None
-        self._loop = asyncio.new_event_loop()
+        self.loop = asyncio.new_event_loop()
+        self.batches = Batches(self, {q: task for q, task in self.queues.items() if task.batch is not None})
         self.presence = Presence(self)
         self.guard = Guard(self._mark_timed_out, self._requeue_cut_off, self._replace_process, stuck_after_s=10.0)
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def run(self) -> int:
         """Work until stopped (SIGTERM/SIGINT, or `stop()`); returns the exit code."""
-        if self._install_signals:
+        if self.owns_signals:
             # a process that replaced itself inherits the signal mask of the task that got it stuck
             signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR1, signal.SIGTERM, signal.SIGINT})
             signal.signal(signal.SIGTERM, lambda *_: self.stop())
             signal.signal(signal.SIGINT, lambda *_: self.stop())
-            install_interrupt_signal(lambda: self._current is not None and self._current.stop.is_set())
-        self._loop.run_until_complete(self.app.run_setup_hooks())
+            install_interrupt_signal(self._stopping_its_work)
+        self.loop.run_until_complete(self.app.run_setup_hooks())
         self.presence.start()
         self.guard.start()
         logger.info("worker %s on %s", self.name, ", ".join(self.queues))
         try:
-            claimed: Claimed | None = None
+            claimed: list[Claimed] | None = None
             while not self._stopping.is_set():
                 if claimed is None:
-                    claimed = self._retrying(self._claim)
+                    claimed = self.retrying(self._claim)
                 if claimed is None:
                     self.waiting_for_work.set()
-                    self._doorbell.wait(IDLE_POLL_S)
+                    due_in = self.batches.wake_in_s  # a forming batch is due before the next poll
+                    self._doorbell.wait(IDLE_POLL_S if due_in is None else min(IDLE_POLL_S, due_in))
                     self._doorbell.clear()
                     continue
                 self.waiting_for_work.clear()
                 try:
-                    claimed = self._work(claimed)
+                    if claimed[0].task.batch is None:
+                        claimed = self._work(claimed[0])
+                    else:
+                        self.batches.work(claimed)
+                        claimed = None
                 except JobInterrupted:
                     claimed = None  # an interrupt that arrived just after its job had ended
         finally:
             self.guard.close()
             self.presence.close()
-            self._loop.close()
+            self.loop.close()
             self.redis.close()
         return 0
 
@@ -156,14 +165,33 @@ class Worker:
         self._doorbell.set()
 
     def current_job(self) -> Claimed | None:
+        """The job in hand (the first of a batch)."""
+        if self.batches.running:
+            return self.batches.running[0]
         return self._current
+
+    def running_jobs(self) -> list[Claimed]:
+        """Every job in hand: one, or a batch's."""
+        current = self._current
+        return list(self.batches.running) or ([current] if current is not None else [])
 
     def request_stop(self, job_id: str) -> None:
         """RQ's stop-job command (sent by a cancel) for the job in hand."""
-        self.guard.request_stop(job_id, "cancelled")
+        if not self.batches.stop_job(job_id):
+            self.guard.request_stop(job_id, "cancelled")
+
+    def _stopping_its_work(self) -> bool:
+        """Whether the job (or batch) in hand is being stopped: then SIGUSR1 interrupts it."""
+        if self.batches.running:
+            return self.batches.stop_flag.is_set()
+        return self._current is not None and self._current.stop.is_set()
+
+    def observe_batch(self, path: str) -> Callable[[int], None] | None:
+        """What counts each call's number of jobs in `fasttask_batch_size`."""
+        return partial(self.metrics.observe_batch, path) if self.metrics is not None else None
 
     # -- one job -----------------------------------------------------------------------------------
-    def _work(self, claimed: Claimed) -> Claimed | None:
+    def _work(self, claimed: Claimed) -> list[Claimed] | None:
         """Run a claimed job to its end, record the outcome, and return the next job (claimed with it)."""
         self._current = claimed
         stored: list[MediaFile] = []
@@ -173,11 +201,11 @@ class Worker:
         )
         call = Call(claimed.task, [job], may_retry=claimed.record.failures < claimed.record.retries)
         deadline = time.monotonic() + claimed.record.timeout_s if claimed.record.timeout_s is not None else None
-        self.guard.watch(Watch(claimed.job_id, deadline, claimed.stop, self._interrupter(call, job)))
+        self.guard.watch(Watch(claimed.job_id, deadline, claimed.stop, self.interrupter(claimed.task, lambda: call)))
         interrupted = False
         try:
-            if self._prepare(claimed, call, job):
-                run_call_here(call, self._loop)
+            if self.io.prepare(claimed, job, call.may_retry):
+                run_call_here(call, self.loop)
         except (JobInterrupted, asyncio.CancelledError):
             interrupted = True  # whoever stopped it has already recorded why
         finally:
@@ -186,58 +214,58 @@ class Worker:
             close_files([*job.params.values(), *stored])
         if interrupted or job.stopped or claimed.stop.is_set():
             self.io.forget_inputs(claimed)
-            return self._retrying(self._claim)
+            return self.retrying(self._claim)
         if job.retrying:
-            self._retrying(lambda: self._requeue(claimed, count_failure=True))
-            return self._retrying(self._claim)
+            self.retrying(lambda: self.requeue(claimed, count_failure=True))
+            return self.retrying(self._claim)
         self.io.forget_inputs(claimed)
         if job.error is None:
             outcome: tuple[str, Any] = ("finished", job.result)
         else:
             outcome = ("failed", job.error)
         claim_next = not self._stopping.is_set()
-        return self._retrying(lambda: self._finish(claimed, *outcome, claim_next=claim_next))
+        return self.retrying(lambda: self._finish(claimed, *outcome, claim_next=claim_next))
 
-    def _prepare(self, claimed: Claimed, call: Call, job: CallJob) -> bool:
-        """The job's parameters, decoded from its record (validated once, by the API that took the job) and
-        with their files downloaded from the bucket. A job that cannot have them fails (and is logged) here."""
-        try:
-            if claimed.record.unreadable is not None:
-                call.may_retry = False  # a record this worker cannot read will not read better next time
-                raise codec.InvalidJobRecord(claimed.record.unreadable)
-            job.params = claimed.task.decode_params(claimed.record.params)
-            self.io.fetch_inputs(claimed, job.params)
-        except Exception as exc:
-            job.error = exc
-            job.retrying = call.may_retry
-            log_job_error(claimed.job_id, claimed.task.path, exc, retrying=job.retrying)
-            return False
-        return True
+    def interrupter(self, task: TaskDef, running: Callable[[], Call | None]) -> Callable[[], None]:
+        """What interrupts the task's call in hand: cancels async code on the worker's event loop, else
+        raises `JobInterrupted` in this thread."""
+        if task.kind in ASYNC_KINDS:
 
-    def _interrupter(self, call: Call, job: CallJob) -> Callable[[], None]:
-        if call.task.kind in ASYNC_KINDS:
-            return lambda: call.stop_job(job)  # cancels the call's coroutine on the worker's event loop
+            def cancel() -> None:
+                call = running()
+                if call is not None:
+                    for job in call.jobs:
+                        call.stop_job(job)
+
+            return cancel
         in_main = threading.current_thread() is threading.main_thread()
-        return interrupter(threading.current_thread(), use_signal=in_main and self._install_signals)
+        return interrupter(threading.current_thread(), use_signal=in_main and self.owns_signals)
 
     # -- Redis steps -------------------------------------------------------------------------------
-    def _claim(self) -> Claimed | None:
+    def _claim(self) -> list[Claimed] | None:
+        """The next job of a queue without batching, else a batch that is ready."""
         if self._stopping.is_set():
             return None
-        return self._parse_claim(self._claim_script(keys=self._claim_keys(), args=self._claim_args()))
+        if self._single_queues:
+            claimed = self._parse_claim(self._claim_script(keys=self._claim_keys(), args=self._claim_args()))
+            if claimed is not None:
+                return [claimed]
+        return self.batches.claim() if self.batches.queues else None
 
     def _claim_keys(self) -> list[str]:
-        return [layout.queue_key(queue) for queue in self.queues]
+        return [layout.queue_key(queue) for queue in self._single_queues]
 
     def _claim_args(self) -> list[Any]:
         now = utcnow()
-        return [rq_timestamp(now), int(now.timestamp()) + LEASE_S, uuid.uuid4().hex, self.name, *self.queues]
+        return [rq_timestamp(now), int(now.timestamp()) + LEASE_S, uuid.uuid4().hex, self.name, *self._single_queues]
 
     def _parse_claim(self, reply: Any) -> Claimed | None:
         paths = {queue: task.path for queue, task in self.queues.items()}
         job = codec.decode_claim(reply, self.tasks, paths)
-        if job is None:
-            return None
+        return self.claimed(job) if job is not None else None
+
+    def claimed(self, job: codec.ClaimedRecord) -> Claimed:
+        """A job the CLAIM or CLAIM_BATCH script took, counted and logged as started."""
         if job.unreadable is not None:  # a record this worker cannot read fails as a job, not the worker
             logger.error("job %s: %s", job.job_id, job.unreadable)
         task = self.tasks[job.path]
@@ -248,54 +276,17 @@ class Worker:
         claimed = Claimed(
             job, task, job.result_ttl if job.result_ttl is not None else int(self.queues[job.queue].result_ttl_s)
         )
-        if task.progress_param is not None:
+        if task.progress_param is not None and task.batch is None:  # a batch's jobs share one
             claimed.throttle = ProgressThrottle(partial(self.io.write_progress, claimed), PROGRESS_INTERVAL_S)
         return claimed
 
-    def _finish(self, claimed: Claimed, status: str, value: Any, claim_next: bool) -> Claimed | None:
+    def _finish(self, claimed: Claimed, status: str, value: Any, claim_next: bool) -> list[Claimed] | None:
         now = utcnow()
-        if status == "finished":
-            ending = codec.finished(value)
-            registry = layout.finished_registry_key(claimed.queue)
-        else:
-            error = value if isinstance(value, dict) else error_info(value, self.app.settings.debug)
-            ending = codec.failed(error, timed_out=status == "timeout")
-            registry = layout.failed_registry_key(claimed.queue)
-        extra: dict[str, Any] = dict(ending.fields)
-        last_report = claimed.take_progress(finished=status == "finished")
-        if last_report is not None:
-            progress, message = last_report
-            extra[layout.F_PROGRESS] = repr(progress)
-            if message is not None:
-                extra[layout.F_MESSAGE] = message
-        flat = [part for pair in extra.items() for part in pair]
-        args = [
-            claimed.member,
-            ending.rq_status,
-            rq_timestamp(now),
-            claimed.result_ttl,
-            now.timestamp() + claimed.result_ttl,  # to the microsecond: GET /jobs pages on it
-            claimed.job_id,
-            ending.result_type,
-            ending.payload_field,
-            ending.payload,
-            self.name,
-            claimed.record.execution_id,
-            claimed.record.started_at.timestamp(),
-            now.timestamp(),
-            "1" if claimed.outputs or claimed.files else "0",
-            *flat,
-        ]
-        keys = [
-            layout.job_key(claimed.job_id),
-            layout.started_registry_key(claimed.queue),
-            layout.results_key(claimed.job_id),
-            registry,
-            layout.outputs_key(claimed.job_id),
-        ]
+        report = claimed.take_progress(finished=status == "finished")
+        keys, args = self.finish_step(claimed, status, value, now, report)
         if not claim_next:
             if self._finish_script(keys=keys, args=args):
-                self._count_end(claimed, status, now)
+                self.count_end(claimed, status, now)
             return None
         # one script call, not a pipeline of two: no EVALSHA more, and no SCRIPT EXISTS that redis-py sends
         # before a pipeline holding scripts
@@ -303,10 +294,25 @@ class Worker:
             keys=[*keys, *self._claim_keys()], args=[len(args), *args, *self._claim_args()]
         )
         if ended:
-            self._count_end(claimed, status, now)
-        return self._parse_claim(reply)
+            self.count_end(claimed, status, now)
+        next_job = self._parse_claim(reply)
+        return [next_job] if next_job is not None else None
 
-    def _count_end(self, claimed: Claimed, status: str, now: datetime) -> None:
+    def finish_step(
+        self, claimed: Claimed, status: str, value: Any, now: datetime, report: Report | None
+    ) -> tuple[list[str], list[Any]]:
+        """The FINISH script's keys and arguments that end a job `finished` (with its result), `failed` or
+        `timeout` (with an exception or the error's JSON), with the last progress `report` if any."""
+        if status == "finished":
+            ending = codec.finished(value)
+        else:
+            error = value if isinstance(value, dict) else error_info(value, self.app.settings.debug)
+            ending = codec.failed(error, timed_out=status == "timeout")
+        return codec.finish_arguments(
+            claimed.record, claimed.result_ttl, ending, report, self.name, now, bool(claimed.outputs or claimed.files)
+        )
+
+    def count_end(self, claimed: Claimed, status: str, now: datetime) -> None:
         """Count and log a job this worker ended (not one whose end a cancel or the cleanup took first)."""
         final = JobStatus(status)
         ran_s = (now - claimed.record.started_at).total_seconds()
@@ -316,40 +322,35 @@ class Worker:
         if job_log.isEnabledFor(logging.INFO):
             log_job(JobRecord(claimed.job_id, claimed.task.path, final), final.value, ran_s)
 
-    def _requeue(self, claimed: Claimed, count_failure: bool) -> None:
+    def requeue(self, claimed: Claimed, count_failure: bool) -> None:
         now = utcnow()
-        requeued = self._requeue_script(
-            keys=[
-                layout.job_key(claimed.job_id),
-                layout.started_registry_key(claimed.queue),
-                layout.queue_key(claimed.queue),
-            ],
-            args=[
-                claimed.member,
-                claimed.job_id,
-                layout.queued_channel(claimed.queue),
-                rq_timestamp(now),
-                "1" if count_failure else "0",
-            ],
-        )
+        requeued = self._requeue_script(*codec.requeue_arguments(claimed.record, now, count_failure))
         if requeued and count_failure:  # RQ counts every failed attempt, retried or not
             self.tally.add(False, (now - claimed.record.started_at).total_seconds())
 
     def _mark_timed_out(self, job_id: str) -> None:
-        """Called by the guard at the job's deadline, while the task may still run."""
-        claimed = self._current
-        if claimed is not None and claimed.job_id == job_id:
-            message = f"job ran longer than its timeout of {claimed.record.timeout_s:g} s"
-            error = {"type": "TimeoutError", "message": message}
-            self._retrying(lambda: self._finish(claimed, "timeout", error, claim_next=False), attempts=5)
+        """Called by the guard at the deadline of the job (or batch) in hand, while the task may still run."""
+        jobs = self.running_jobs()
+        if not jobs or jobs[0].job_id != job_id:
+            return
+        message = f"job ran longer than its timeout of {jobs[0].task.timeout_s:g} s"
+        error = {"type": "TimeoutError", "message": message}
+        if not self.batches.running:
+            self.retrying(lambda: self._finish(jobs[0], "timeout", error, claim_next=False), attempts=5)
+            return
+        self.batches.stop_all()
+        self.retrying(lambda: self.batches.finish([(claimed, "timeout", error) for claimed in jobs]), attempts=5)
 
     def _requeue_cut_off(self, job_id: str) -> None:
-        """Called by the guard when the shutdown grace period ends with the job still running."""
-        claimed = self._current
-        if claimed is not None and claimed.job_id == job_id:
+        """Called by the guard when the shutdown grace period ends with the job (or batch) still running."""
+        jobs = self.running_jobs()
+        if not jobs or jobs[0].job_id != job_id:
+            return
+        self.batches.stop_all()
+        for claimed in jobs:
             claimed.requeued = True
-            logger.warning("job %s outlived the %.0f s grace period; re-queued", job_id, self.grace_s)
-            self._retrying(lambda: self._requeue(claimed, count_failure=False), attempts=5)
+            logger.warning("job %s outlived the %.0f s grace period; re-queued", claimed.job_id, self.grace_s)
+            self.retrying(partial(self.requeue, claimed, False), attempts=5)
 
     def _replace_process(self, job_id: str) -> None:
         if not self._owns_process:
@@ -360,12 +361,12 @@ class Worker:
         os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
 
     def pending_progress_job(self) -> Claimed | None:
-        current = self._current
+        current = self.current_job()
         throttle = current.throttle if current is not None else None
         return current if throttle is not None and throttle.pending is not None else None
 
     # -- resilience --------------------------------------------------------------------------------
-    def _retrying(self, step: Callable[[], T], attempts: int | None = None) -> T | None:
+    def retrying(self, step: Callable[[], T], attempts: int | None = None) -> T | None:
         """Run a Redis step; while Redis is unreachable, retry with backoff (forever unless `attempts`)."""
         backoff = 0.1
         tried = 0
@@ -377,7 +378,7 @@ class Worker:
                 if attempts is not None and tried >= attempts:
                     logger.error("giving up on Redis after %d attempts: %s", tried, exc)
                     return None
-                if self._stopping.is_set() and self._current is None:
+                if self._stopping.is_set() and not self.running_jobs():
                     return None
                 logger.warning("Redis unreachable (%s); retrying in %.1f s", exc, backoff)
                 time.sleep(backoff)

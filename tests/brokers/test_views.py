@@ -32,7 +32,9 @@ PACKAGE_DIR = Path(fasttask.__file__).parent
 
 
 def test_the_broker_seam_holds_what_a_queue_does_and_the_views_what_it_shows() -> None:
-    assert Broker.__abstractmethods__ == {"submit", "get", "wait", "cancel", "open_stream", "result_file"}
+    assert Broker.__abstractmethods__ == {
+        "submit", "get", "wait", "cancel", "open_stream", "result_file", "hold_key", "submit_keyed", "release_key"
+    }  # fmt: skip
     assert JobViews.__abstractmethods__ == {"queues", "list_jobs", "workers", "recent"}
     for name in ("queues", "list_jobs", "workers", "recent", "history"):
         assert not hasattr(Broker, name), f"Broker.{name} belongs to the views"

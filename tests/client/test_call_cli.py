@@ -22,7 +22,7 @@ import pytest
 
 from fasttask import FastTaskAPI, JobProgress, MediaFile
 from tests.support.apps import Probe, make_app
-from tests.support.client_app import PNG, client_app
+from tests.support.client_app import PNG, Recorder, client_app
 from tests.support.servers import LiveServer, free_port
 
 StartServer = Callable[[FastTaskAPI], LiveServer]
@@ -270,3 +270,14 @@ def test_a_generators_outputs_print_as_they_come(live_server: StartServer, tmp_p
     assert "halfway" in stderr and stderr.splitlines()[-1].startswith("finished 100%")
     empty = fasttask_call(server.url, "/nothing", cwd=tmp_path)
     assert (empty.returncode, empty.stdout) == (0, "[]\n")
+
+
+def test_a_submit_whose_answer_was_lost_is_sent_again_with_its_key(probe: Probe, tmp_path: Path) -> None:
+    recorder = Recorder(make_app(probe), fail_submits=1)
+    with LiveServer(recorder) as server:  # type: ignore[arg-type]
+        run = fasttask_call(server.url, "/make_fries", "-p", "fries_name=once", "--json", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout) == "1 x once"
+    first, second = recorder.submits()
+    assert first["idempotency-key"] == second["idempotency-key"]
+    assert recorder.hidden_jobs[0] in run.stderr  # the job the lost answer was about is the one it followed

@@ -793,7 +793,7 @@ def stop_escalation_s(redis_url: str) -> float:
     try:
         return ASK_FIRST_S + worker.guard._stuck_after_s
     finally:
-        worker._loop.close()
+        worker.loop.close()
         worker.redis.close()
 
 

@@ -32,10 +32,10 @@ def test_a_submit_handler_is_built_once_and_serves_fastapi_and_the_hot_path() ->
     served = [r for r in app.fastapi.routes if isinstance(r, APIRoute) and r.path == "/double"]
     assert sorted(m for r in served for m in r.methods) == ["GET", "POST"]
     assert all(r.endpoint is handler for r in served)
-    [(prefix, param, methods, read)] = hot.prefixed
-    assert (prefix, param, methods) == ("/jobs/", "job_id", ("GET",))
-    job_route = next(r for r in app.fastapi.routes if isinstance(r, APIRoute) and r.path == "/jobs/{job_id}")
-    assert job_route.endpoint is read
+    assert [entry[:3] for entry in hot.prefixed] == [("/jobs/", "job_id", ("GET",)), ("/status/", "job_id", ("GET",))]
+    for (_, _, _, read), path in zip(hot.prefixed, ("/jobs/{job_id}", "/status/{job_id}"), strict=True):
+        job_route = next(r for r in app.fastapi.routes if isinstance(r, APIRoute) and r.path == path)
+        assert job_route.endpoint is read
 
 
 async def _answer(text: str, request: Request) -> Response:

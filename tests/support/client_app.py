@@ -1,7 +1,9 @@
-"""The app the client's tests serve, and a wrapper that answers as an API process does while Redis is down."""
+"""The app the client's tests serve, and wrappers that answer as an API process does while Redis is down, or
+that note what the client sent and lose a submit's answer."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from typing import Any
@@ -101,3 +103,40 @@ class Unavailable:
             await send({"type": "http.response.body", "body": body})
             return
         await self.app(scope, receive, send)
+
+
+class Recorder:
+    """Notes each request's method, path and headers; answers the first `fail_submits` submits with a 500
+    after the service made their job (the job ids it hid are kept)."""
+
+    def __init__(self, app: FastTaskAPI, fail_submits: int = 0) -> None:
+        self.app = app
+        self.fail_submits = fail_submits
+        self.requests: list[tuple[str, str, dict[str, str]]] = []
+        self.hidden_jobs: list[str] = []
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {name.decode(): value.decode() for name, value in scope["headers"]}
+        self.requests.append((scope["method"], scope["path"], headers))
+        if scope["method"] != "POST" or self.fail_submits <= 0:
+            await self.app(scope, receive, send)
+            return
+        self.fail_submits -= 1
+        body: list[bytes] = []
+
+        async def keep(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.body":
+                body.append(message.get("body", b""))
+
+        await self.app(scope, receive, keep)
+        self.hidden_jobs.append(json.loads(b"".join(body))["id"])
+        answer = b'{"detail":"internal server error"}'
+        start = [(b"content-type", b"application/json"), (b"content-length", str(len(answer)).encode())]
+        await send({"type": "http.response.start", "status": 500, "headers": start})
+        await send({"type": "http.response.body", "body": answer})
+
+    def submits(self) -> list[dict[str, str]]:
+        return [headers for method, _, headers in self.requests if method == "POST"]

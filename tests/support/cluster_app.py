@@ -8,7 +8,7 @@ import time
 
 import redis
 
-from fasttask import FastTaskAPI, JobProgress, MediaFile
+from fasttask import Batch, FastTaskAPI, JobProgress, MediaFile
 
 app = FastTaskAPI(title="cluster test")
 _counter = redis.Redis.from_url(os.environ["FTAPI_REDIS_URL"]) if os.environ.get("FTAPI_REDIS_URL") else None
@@ -55,3 +55,12 @@ def stubborn(key: str) -> str:
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
     time.sleep(60)
     return "too late"
+
+
+@app.task_endpoint("/sleep_batch", queue_size=100, batch=Batch(max_size=4, max_wait_ms=0))
+def sleep_batch(key: list[str], seconds: list[float]) -> list[str]:
+    """A batched task that records each run of each job, then sleeps the longest of its jobs' times."""
+    for one in key:
+        _count_run(f"sleep_batch:{one}")
+    time.sleep(max(seconds))
+    return [f"slept {one}" for one in key]

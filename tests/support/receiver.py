@@ -28,6 +28,9 @@ class Receiver:
     def __init__(self, answers: list[int] | None = None, then: int = 200) -> None:
         self.answers = list(answers or [])
         self.then = then
+        self.by_type: dict[str, list[int]] = {}
+        """Statuses of the first requests of one event type (`job.start`), before `answers`: deliveries of
+        different events of a job may come in any order."""
         self.delay_s = 0.0
         """How long each answer is held back (a slow receiver)."""
         self.received: list[Received] = []
@@ -37,9 +40,12 @@ class Receiver:
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("content-length", "0")))
+                got = Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body)
                 with receiver._lock:
-                    receiver.received.append(Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body))
-                    status = receiver.answers.pop(0) if receiver.answers else receiver.then
+                    receiver.received.append(got)
+                    typed = receiver.by_type.get(got.event.get("type", "")) if receiver.by_type else None
+                    queue = typed or receiver.answers
+                    status = queue.pop(0) if queue else receiver.then
                     delay = receiver.delay_s
                 time.sleep(delay)
                 self.send_response(status)

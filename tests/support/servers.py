@@ -3,6 +3,7 @@ S3 server in a subprocess."""
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import socket
 import subprocess
@@ -110,3 +111,50 @@ def start_s3_server(port: int) -> tuple[str, subprocess.Popen[bytes]]:
         except httpx.TransportError:
             assert time.monotonic() < deadline and server.poll() is None, "moto's server did not start"
             time.sleep(0.1)
+
+
+class DroppingProxy:
+    """A loopback TCP proxy in front of `target_port` that, once armed with `drop_next()`, lets the next
+    request reach the server but closes the client's connection instead of passing the answer back: a
+    connection lost after the service did the work."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.dropped = 0
+        self._armed = threading.Event()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+        self._closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def drop_next(self) -> None:
+        self._armed.set()
+
+    def close(self) -> None:
+        self._closed = True
+        self._listener.close()
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            threading.Thread(target=self._pump, args=(client, upstream, False), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, True), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket, answers: bool) -> None:
+        try:
+            while chunk := source.recv(65536):
+                if answers and self._armed.is_set():
+                    self._armed.clear()
+                    self.dropped += 1
+                    break  # the answer never reaches the client
+                sink.sendall(chunk)
+        except OSError:
+            pass
+        for end in (source, sink):
+            with contextlib.suppress(OSError):
+                end.shutdown(socket.SHUT_RDWR)
+            end.close()
