@@ -7,15 +7,10 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import hashlib
-import io
 import mimetypes
-import os
 import re
 import shutil
-import tempfile
-import warnings
 from collections.abc import Collection, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any, BinaryIO
@@ -26,9 +21,7 @@ from pydantic_core import PydanticCustomError, core_schema
 from typing_extensions import Self
 
 from .errors import PayloadTooLarge, size_text
-
-SPOOL_IN_MEMORY_BYTES = 1024 * 1024
-"""Files up to this size stay in memory; larger ones go to a temporary file on disk."""
+from .spool import Spool
 
 CHUNK_BYTES = 64 * 1024
 
@@ -44,7 +37,7 @@ class MediaFile:
     def __init__(self, file_name: str | None = None, content_type: str | None = None) -> None:
         self.file_name = file_name or "file"
         self.content_type = content_type or _guess_type(self.file_name) or self.default_content_type
-        self._buffer = _Spool()
+        self._buffer = Spool()
         self._size = 0
         self.source_url: str | None = None
         """Set on a parameter given as a URL until the API process has downloaded it."""
@@ -309,63 +302,6 @@ def _dump_file(media: MediaFile, info: core_schema.SerializationInfo) -> dict[st
             digest.update(chunk)
         return {"sha256": digest.hexdigest()}
     return media.to_dict()
-
-
-class _Spool:
-    """File content: in memory up to SPOOL_IN_MEMORY_BYTES, then in a temporary file of its own.
-
-    Unlike tempfile.SpooledTemporaryFile, the file on disk has a path, so every reader opens its own
-    handle with its own position, and closing a reader never closes the content.
-    """
-
-    def __init__(self) -> None:
-        self._memory = bytearray()
-        self._file: IO[bytes] | None = None
-        self._path: str | None = None
-        self.closed = False
-
-    def write(self, data: bytes) -> None:
-        if self._file is not None:
-            self._file.write(data)
-            return
-        self._memory += data
-        if len(self._memory) > SPOOL_IN_MEMORY_BYTES:
-            descriptor, self._path = tempfile.mkstemp(prefix="fasttask-")
-            self._file = os.fdopen(descriptor, "wb")
-            self._file.write(self._memory)
-            self._memory = bytearray()
-
-    @property
-    def path(self) -> str | None:
-        """The temporary file holding the content once it outgrew memory."""
-        if self._file is not None:
-            self._file.flush()
-        return self._path
-
-    def reader(self) -> BinaryIO:
-        if self.closed:
-            raise ValueError("the file was closed")
-        if self._file is None:
-            return io.BytesIO(bytes(self._memory))
-        self._file.flush()
-        assert self._path is not None
-        return open(self._path, "rb")
-
-    def __del__(self) -> None:
-        if not self.closed:
-            warnings.warn(f"unclosed MediaFile content {self!r}", ResourceWarning, stacklevel=1, source=self)
-            self.close()
-
-    def close(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        self._memory = bytearray()
-        if self._file is not None:
-            self._file.close()
-            assert self._path is not None
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self._path)
 
 
 class ImageFile(MediaFile):
