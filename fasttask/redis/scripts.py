@@ -43,7 +43,38 @@ redis.call('PUBLISH', ARGV[3], ARGV[2])
 return 1
 """)
 
-_CLAIM = """
+_START = """
+-- One popped job id: when its job is still queued, marks it started and registers its execution in RQ's
+-- StartedJobRegistry with a lease the worker's heartbeat keeps extending; returns the job hash as a flat list
+-- (the fields written here come last, and win). Anything else (cancelled or expired while it waited): nil.
+local function start(id, now, lease, worker, execution, queue)
+  local job_key = '${job}' .. id
+  local fields = redis.call('HGETALL', job_key)
+  local status = nil
+  for j = 1, #fields, 2 do
+    if fields[j] == 'status' then
+      status = fields[j + 1]
+      break
+    end
+  end
+  if status ~= 'queued' then
+    return nil
+  end
+  local started = {'status', 'started', 'started_at', now, 'last_heartbeat', now,
+    'worker_name', worker, '${execution}', execution}
+  redis.call('HSET', job_key, unpack(started))
+  redis.call('PERSIST', job_key)
+  redis.call('ZADD', '${wip}' .. queue, lease, id .. ':' .. execution)
+  for _, part in ipairs(started) do
+    fields[#fields + 1] = part
+  end
+  return fields
+end
+"""
+
+_CLAIM = (
+    _START
+    + """
 -- keys: the worker's queue lists, in order. argv: now (RQ timestamp), lease deadline (unix s),
 -- execution id, worker name, then the queue names of keys.
 -- Takes the first job still queued, marks it started and registers its execution in RQ's
@@ -54,24 +85,8 @@ local function claim(keys, argv)
     while true do
       local id = redis.call('LPOP', queue_key)
       if not id then break end
-      local job_key = '${job}' .. id
-      local fields = redis.call('HGETALL', job_key)
-      local status = nil
-      for j = 1, #fields, 2 do
-        if fields[j] == 'status' then
-          status = fields[j + 1]
-          break
-        end
-      end
-      if status == 'queued' then
-        local started = {'status', 'started', 'started_at', argv[1], 'last_heartbeat', argv[1],
-          'worker_name', argv[4], '${execution}', argv[3]}
-        redis.call('HSET', job_key, unpack(started))
-        redis.call('PERSIST', job_key)
-        redis.call('ZADD', '${wip}' .. argv[4 + i], argv[2], id .. ':' .. argv[3])
-        for _, part in ipairs(started) do
-          fields[#fields + 1] = part
-        end
+      local fields = start(id, argv[1], argv[2], argv[4], argv[3], argv[4 + i])
+      if fields then
         return {argv[4 + i], id, fields}
       end
       -- cancelled (or expired) while it waited: drop the id and look further
@@ -80,6 +95,7 @@ local function claim(keys, argv)
   return false
 end
 """
+)
 
 _FINISH = """
 -- keys: job hash, started registry, results stream, finished/failed registry, outputs list.
@@ -176,7 +192,9 @@ return {'cancelled', status}
 
 # -- batches: several jobs of one queue claimed in one step, and finished in one step --------------------
 
-CLAIM_BATCH = _lua("""
+CLAIM_BATCH = _lua(
+    _START
+    + """
 -- KEYS: one queue list. ARGV: now (RQ timestamp), lease deadline (unix s), execution id (each job's is it
 -- and its place in the batch), worker name, queue name, most jobs to take, cut-off (RQ timestamp, or '').
 -- A batch goes when the queue holds the most, or its oldest job was queued at or before the cut-off (always
@@ -200,31 +218,15 @@ local taken = 0
 while taken < most do
   local id = redis.call('LPOP', KEYS[1])
   if not id then break end
-  local job_key = '${job}' .. id
-  local fields = redis.call('HGETALL', job_key)
-  local status = nil
-  for j = 1, #fields, 2 do
-    if fields[j] == 'status' then
-      status = fields[j + 1]
-      break
-    end
-  end
-  if status == 'queued' then
+  local fields = start(id, ARGV[1], ARGV[2], ARGV[4], ARGV[3] .. '.' .. (taken + 1), ARGV[5])
+  if fields then
     taken = taken + 1
-    local execution = ARGV[3] .. '.' .. taken
-    local started = {'status', 'started', 'started_at', ARGV[1], 'last_heartbeat', ARGV[1],
-      'worker_name', ARGV[4], '${execution}', execution}
-    redis.call('HSET', job_key, unpack(started))
-    redis.call('PERSIST', job_key)
-    redis.call('ZADD', '${wip}' .. ARGV[5], ARGV[2], id .. ':' .. execution)
-    for _, part in ipairs(started) do
-      fields[#fields + 1] = part
-    end
     reply[#reply + 1] = {ARGV[5], id, fields}
   end
 end
 return reply
-""")
+"""
+)
 
 FINISH_MANY = _lua(
     _FINISH
