@@ -20,7 +20,7 @@ from fastapi.testclient import TestClient
 
 from fasttask import FastTaskAPI, MediaFile, Settings
 from fasttask.errors import StorageUnavailable
-from fasttask.redis import codec as redis_broker
+from fasttask.redis.codec import records as redis_records
 from fasttask.storage import AccessKeys, ObjectStore
 from tests.support.apps import make_app
 
@@ -153,7 +153,7 @@ def test_a_store_with_given_keys_needs_no_credential_chain(
 def test_without_storage_redis_refuses_parameters_past_its_inline_limit(
     client_for: Callable[[FastTaskAPI], TestClient], redis_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(redis_broker, "INLINE_PARAMS_LIMIT_BYTES", 100_000)
+    monkeypatch.setattr(redis_records, "INLINE_PARAMS_LIMIT_BYTES", 100_000)
     client = client_for(make_app(queue="redis", redis_url=redis_url))
     refused = client.post("/echo_file", files={"file": ("big.bin", os.urandom(200_000))})
     assert refused.status_code == 413

@@ -4,61 +4,31 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any
 
 from ..batching import BatchRun
 from ..errors import JobAlreadyFinal, JobNotFound
-from ..files import MediaFile, close_files
+from ..files import close_files
 from ..idempotency import KeyedJob
 from ..jobs import JobRecord, JobStatus, new_job_id, utcnow
 from ..logs import job_log, log_job
 from ..loops import LoopHealth
 from ..metrics import JobMetrics
-from ..progress import ProgressThrottle
 from ..runner import CallJob, error_info
 from ..settings import Settings
 from ..tasks import TaskDef
 from ..webhook_loops import MemoryStore, WebhookService
 from ..webhooks import WebhookSpec, initial_state
 from .base import Broker, JobEvent, ResultFile
+from .local_job import LocalJob
 from .local_keys import KeyTable
 from .local_views import LocalViews, RecentCounts
 from .slots import Slots
 
 DEFAULT_CONCURRENCY = 4
-
-
-@dataclass(eq=False)
-class _LocalJob:
-    record: JobRecord
-    task: TaskDef
-    params: dict[str, Any]
-    seq: int
-    queued_at: float  # see `slots.Waiting`
-    stop: threading.Event = field(default_factory=threading.Event)
-    outputs: list[Any] = field(default_factory=list)
-    files: list[MediaFile] = field(default_factory=list)
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
-    done: asyncio.Event = field(default_factory=asyncio.Event)
-    waiters: list[asyncio.Future[None]] = field(default_factory=list)
-    """`wait` calls, woken when the job ends (a bare future each: cheaper than wait_for's task)."""
-    runner: asyncio.Task[None] | None = None
-    run: BatchRun | None = None
-    call_job: CallJob | None = None
-    throttle: ProgressThrottle | None = None
-    held: bool = False
-    """Counted as running (or stopping) until its code returned."""
-    stopping: bool = False
-    """Cancelled or timed out while running, and its code has not returned yet."""
-
-    @property
-    def queued(self) -> bool:
-        return self.record.status is JobStatus.QUEUED
 
 
 class LocalBroker(Broker):
@@ -81,8 +51,8 @@ class LocalBroker(Broker):
         self._settings = settings
         self._setup = setup
         self._concurrency = settings.concurrency or DEFAULT_CONCURRENCY
-        self._jobs: dict[str, _LocalJob] = {}
-        self._slots: Slots[_LocalJob] = Slots(self._concurrency, self._begin, self._running_loop)
+        self._jobs: dict[str, LocalJob] = {}
+        self._slots: Slots[LocalJob] = Slots(self._concurrency, self._begin, self._running_loop)
         for path, task in tasks.items():
             if metrics is not None and task.batch is not None:
                 metrics.stats(path).batched()  # the series exists from the start
@@ -129,7 +99,7 @@ class LocalBroker(Broker):
         slots = self._slots
         slots.check_room(task)
         queued_at = self._running_loop().time() if task.batch is not None else 0.0  # only a batch waits for it
-        job = _LocalJob(JobRecord(new_job_id(), task.path), task, params, slots.next_seq(), queued_at)
+        job = LocalJob(JobRecord(new_job_id(), task.path), task, params, slots.next_seq(), queued_at)
         self._jobs[job.record.id] = job
         if job_log.isEnabledFor(logging.INFO):
             log_job(job.record, "queued")
@@ -165,19 +135,7 @@ class LocalBroker(Broker):
         return self._job(job_id).record
 
     async def wait(self, job_id: str, timeout_s: float) -> JobRecord:
-        job = self._job(job_id)
-        if not job.record.status.is_final and timeout_s > 0:
-            loop = self._running_loop()
-            waiter: asyncio.Future[None] = loop.create_future()
-            job.waiters.append(waiter)
-            timer = loop.call_later(timeout_s, _wake, waiter)
-            try:
-                await waiter
-            finally:
-                timer.cancel()
-                if not job.record.status.is_final:
-                    job.waiters.remove(waiter)
-        return job.record
+        return await self._job(job_id).wait(self._running_loop(), timeout_s)
 
     async def cancel(self, job_id: str) -> JobRecord:
         job = self._job(job_id)
@@ -190,7 +148,7 @@ class LocalBroker(Broker):
         return record
 
     async def open_stream(self, job_id: str, after_outputs: int = 0) -> AsyncIterator[JobEvent]:
-        return self._events(self._job(job_id), after_outputs)
+        return self._job(job_id).events(after_outputs)
 
     async def result_file(self, job_id: str, index: int) -> ResultFile:
         job = self._job(job_id)
@@ -200,13 +158,13 @@ class LocalBroker(Broker):
         return ResultFile(media.file_name, media.content_type, media.size, media.iter_range)
 
     # -- internals ---------------------------------------------------------------------------------
-    def _job(self, job_id: str) -> _LocalJob:
+    def _job(self, job_id: str) -> LocalJob:
         try:
             return self._jobs[job_id]
         except KeyError:
             raise JobNotFound(job_id) from None
 
-    def _begin(self, task: TaskDef, jobs: list[_LocalJob]) -> None:
+    def _begin(self, task: TaskDef, jobs: list[LocalJob]) -> None:
         loop = self._running_loop()
         path = task.path
         live = [job for job in jobs if job.record.status is JobStatus.QUEUED]  # cancelled ones never run
@@ -228,7 +186,7 @@ class LocalBroker(Broker):
                 stats.started((started_at - record.created_at).total_seconds())
             if logging_jobs:
                 log_job(record, "started")
-            call_jobs.append(self._call_job(job, loop))
+            call_jobs.append(job.prepare_call(loop))
         observe = stats.observe_batch if stats is not None and task.batch is not None else None
         run = BatchRun(task, call_jobs, observe=observe)
         timer = None
@@ -237,38 +195,9 @@ class LocalBroker(Broker):
         runner = loop.create_task(self._run(task, live, run, timer))
         for job in live:
             job.run, job.runner = run, runner
-            self._notify(job)
+            job.notify()
 
-    def _call_job(self, job: _LocalJob, loop: asyncio.AbstractEventLoop) -> CallJob:
-        """The job as its call sees it: progress coalesced onto the loop, outputs and files kept with the job."""
-
-        def apply_progress(progress: float, message: str | None) -> None:
-            if job.record.status is JobStatus.RUNNING:
-                job.record.progress, job.record.message = progress, message
-                self._notify(job)
-
-        def store_file(media: MediaFile) -> dict[str, Any]:
-            job.files.append(media)
-            url = f"/jobs/{job.record.id}/files/{len(job.files) - 1}"
-            return {"file_name": media.file_name, "content_type": media.content_type, "size": media.size, "url": url}
-
-        if job.task.progress_param is not None:  # coalesced: a tight loop of reports cannot flood the loop
-            job.throttle = ProgressThrottle(
-                apply_progress, schedule=lambda _, then: loop.call_soon_threadsafe(then), inline=False
-            )
-
-        def on_output(value: Any) -> None:  # on the loop, in order, before the call's end
-            if job.record.status is JobStatus.RUNNING:
-                job.outputs.append(value)
-                self._notify(job)
-
-        report = job.throttle.report if job.throttle is not None else None
-        job.call_job = CallJob(job.record.id, job.params, report, on_output, store_file, job.stop)
-        return job.call_job
-
-    async def _run(
-        self, task: TaskDef, jobs: list[_LocalJob], run: BatchRun, timer: asyncio.TimerHandle | None
-    ) -> None:
+    async def _run(self, task: TaskDef, jobs: list[LocalJob], run: BatchRun, timer: asyncio.TimerHandle | None) -> None:
         local = {id(job.call_job): job for job in jobs} if len(jobs) > 1 else None
         retry: list[CallJob] = []
 
@@ -309,20 +238,20 @@ class LocalBroker(Broker):
             # The slot frees only when the code really stopped: a cancelled sync task keeps its thread.
             self._slots.release()
 
-    def _release(self, job: _LocalJob) -> None:
+    def _release(self, job: LocalJob) -> None:
         """The job's code returned: it no longer counts as running or stopping."""
         if job.held:
             job.held = False
             (self._stopping_count if job.stopping else self._running_count)[job.task.path] -= 1
             self._running_ids.discard(job.record.id)
 
-    def _time_out(self, jobs: list[_LocalJob]) -> None:
+    def _time_out(self, jobs: list[LocalJob]) -> None:
         for job in jobs:
             if not job.record.status.is_final:
                 message = f"job ran longer than its timeout of {job.task.timeout_s:g} s"
                 self._stop(job, JobStatus.TIMEOUT, {"type": "TimeoutError", "message": message})
 
-    def _stop(self, job: _LocalJob, status: JobStatus, error: dict[str, str] | None) -> None:
+    def _stop(self, job: LocalJob, status: JobStatus, error: dict[str, str] | None) -> None:
         job.stop.set()
         if job.record.status is JobStatus.RUNNING:  # its slot stays taken until the code returns
             job.stopping = True
@@ -332,7 +261,7 @@ class LocalBroker(Broker):
         if job.run is not None and job.call_job is not None:
             job.run.stop_job(job.call_job)  # async code is cancelled; a thread stops at its next report
 
-    def _finish(self, job: _LocalJob, status: JobStatus, result: Any, error: dict[str, str] | None) -> None:
+    def _finish(self, job: LocalJob, status: JobStatus, result: Any, error: dict[str, str] | None) -> None:
         record = job.record
         if record.status.is_final:
             return  # a late result of a cancelled or timed-out job is discarded
@@ -352,11 +281,7 @@ class LocalBroker(Broker):
             log_job(record, status.value, ran_s)
         close_files(job.params.values(), keep=job.files)
         job.params = {}
-        job.done.set()
-        for waiter in job.waiters:
-            _wake(waiter)
-        job.waiters.clear()
-        self._notify(job)
+        job.ended()
         self._running_loop().call_later(job.task.result_ttl_s, self._purge, record.id)
 
     def _purge(self, job_id: str) -> None:
@@ -365,27 +290,6 @@ class LocalBroker(Broker):
         if job is not None:
             close_files(job.params.values())
             close_files(job.files)
-
-    def _notify(self, job: _LocalJob) -> None:
-        job.changed.set()
-        job.changed = asyncio.Event()
-
-    async def _events(self, job: _LocalJob, sent_outputs: int) -> AsyncIterator[JobEvent]:
-        last: tuple[Any, ...] | None = None
-        while True:
-            changed = job.changed
-            while sent_outputs < len(job.outputs):
-                sent_outputs += 1
-                yield JobEvent("output", job.outputs[sent_outputs - 1], sent_outputs)
-            record = job.record
-            if record.status.is_final:
-                yield JobEvent("end", record.to_json(), sent_outputs)
-                return
-            state = (record.status, record.progress, record.message)
-            if state != last:
-                last = state
-                yield JobEvent("progress", record.to_json(), sent_outputs)
-            await changed.wait()
 
     def _set_webhook_state(self, job_id: str, state: dict[str, Any]) -> None:
         job = self._jobs.get(job_id)
@@ -396,8 +300,3 @@ class LocalBroker(Broker):
         if self._loop is None:
             raise RuntimeError("the broker was not started")
         return self._loop
-
-
-def _wake(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)

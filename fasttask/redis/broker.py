@@ -31,7 +31,7 @@ from ..files import close_files
 from ..idempotency import PENDING_S, KeyedJob, in_flight, key_ttl_s
 from ..jobs import JobRecord, JobStatus, new_job_id, utcnow
 from ..logs import job_log, log_job
-from ..loops import Backoff, LoopHealth, run_forever, stop_tasks
+from ..loops import LoopHealth, run_forever, stop_tasks
 from ..metrics import JobMetrics
 from ..settings import Settings
 from ..storage import ObjectStore, upload_large_files
@@ -40,6 +40,7 @@ from ..webhook_loops import WebhookService
 from ..webhooks import WebhookSpec, initial_state
 from . import keys as layout
 from . import scripts
+from .changes import JobChanges
 from .cleanup import CLEANUP_INTERVAL_S, abandoned_callback, clean_up_abandoned, sweep_storage
 from .codec import READ_FIELDS, job_record_fields, needs_result_entry, record_from_redis, rq_timestamp
 from .views import RedisViews, as_bytes
@@ -91,12 +92,12 @@ class RedisBroker(Broker):
         self._hold_key = self._redis.register_script(scripts.HOLD_KEY)
         self._submit_keyed = self._redis.register_script(scripts.SUBMIT_KEYED)
         self._release_key = self._redis.register_script(scripts.RELEASE_KEY)
-        self._watchers: dict[str, set[asyncio.Event]] = {}
         self._holding: dict[str, bool] = {}
         """Idempotency-Keys this process's requests are handling, and whether each is marked in Redis too."""
         self._background: list[asyncio.Task[None]] = []
         self._registered_queues = False
         self.loops = LoopHealth()
+        self._changes = JobChanges(self._redis, self.loops)
         self.webhooks = WebhookService(RedisWebhookStore(self._redis), self, settings, self.loops, metrics)
 
     # -- lifecycle ---------------------------------------------------------------------------------
@@ -104,7 +105,7 @@ class RedisBroker(Broker):
         # also from API processes: a cluster whose workers all died still ends their jobs
         cleanup = run_forever(self.loops, "abandoned-job cleanup", self._clean_up, CLEANUP_INTERVAL_S)
         self._background = [
-            asyncio.create_task(self._listen(), name="fasttask-redis-events"),
+            asyncio.create_task(self._changes.listen(), name="fasttask-redis-events"),
             asyncio.create_task(cleanup, name="fasttask-redis-cleanup"),
         ]
         if self._store is not None:  # its own loop: storage being away must not stop the cleanup of jobs
@@ -250,7 +251,7 @@ class RedisBroker(Broker):
 
     async def wait(self, job_id: str, timeout_s: float) -> JobRecord:
         deadline = time.monotonic() + timeout_s
-        with self._watching(job_id) as changed:
+        with self._changes.watching(job_id) as changed:
             while True:
                 record = await self.get(job_id)
                 remaining = deadline - time.monotonic()
@@ -311,7 +312,7 @@ class RedisBroker(Broker):
 
     async def _events(self, job_id: str, sent_outputs: int) -> AsyncIterator[JobEvent]:
         last: tuple[Any, ...] | None = None
-        with self._watching(job_id) as changed:
+        with self._changes.watching(job_id) as changed:
             while True:
                 changed.clear()
                 record = await self.get(job_id)
@@ -329,54 +330,6 @@ class RedisBroker(Broker):
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(changed.wait(), STREAM_RECHECK_S)
 
-    @contextlib.contextmanager
-    def _watching(self, job_id: str) -> Any:
-        event = asyncio.Event()
-        self._watchers.setdefault(job_id, set()).add(event)
-        try:
-            yield event
-        finally:
-            watchers = self._watchers.get(job_id)
-            if watchers is not None:
-                watchers.discard(event)
-                if not watchers:
-                    del self._watchers[job_id]
-
-    async def _listen(self) -> None:
-        """Wake local waiters when a job changes; reconnect with backoff when Redis goes away."""
-        name = "job events subscription"
-        self.loops.register(name)
-        backoff = Backoff(0.1, 5.0)
-        while True:
-            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
-            try:
-                await pubsub.subscribe(layout.EVENTS_CHANNEL)
-                backoff.reset()
-                self.loops.succeeded(name)
-                self._wake_all()  # anything that changed while we were away
-                async for message in pubsub.listen():
-                    self._wake(message.get("data"))
-            except asyncio.CancelledError:
-                await _close(pubsub)
-                raise
-            except Exception as exc:  # whatever ended the subscription, it is made again
-                delay = backoff.next_delay()
-                self.loops.failed(name, exc, delay)
-            else:
-                delay = backoff.next_delay()
-            with contextlib.suppress(Exception):
-                await _close(pubsub)
-            self._wake_all()
-            await asyncio.sleep(delay)
-
-    def _wake(self, data: Any) -> None:
-        """A job id was published: wake whoever waits on it here (anything else on the channel is ignored)."""
-        job_id = data.decode(errors="replace") if isinstance(data, bytes) else str(data)
-        watchers = self._watchers.get(job_id)
-        if watchers:
-            for event in watchers:
-                event.set()
-
     async def _clean_up(self) -> object:
         owner = f"api-{os.getpid()}"
         failed = abandoned_callback(self._queues, self._metrics)
@@ -384,11 +337,6 @@ class RedisBroker(Broker):
 
     async def _sweep_storage(self) -> object:
         return await asyncio.to_thread(sweep_storage, self._rq_connection, self._store, f"api-{os.getpid()}")
-
-    def _wake_all(self) -> None:
-        for watchers in self._watchers.values():
-            for event in watchers:
-                event.set()
 
     async def _guard(self, call: Awaitable[T]) -> T:
         try:
@@ -402,8 +350,3 @@ class RedisBroker(Broker):
             if str(exc).startswith(("OOM", "READONLY")):  # raised by a command inside a Lua script
                 raise QueueUnavailable(f"the Redis queue cannot take writes now: {exc}") from None
             raise
-
-
-async def _close(pubsub: Any) -> None:
-    """redis-py's PubSub.aclose carries no type hints."""
-    await pubsub.aclose()

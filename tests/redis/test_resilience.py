@@ -148,12 +148,11 @@ def test_the_api_event_subscription_survives_a_message_that_is_not_a_job_id(redi
             publisher = redis.asyncio.Redis.from_url(redis_url)
             await asyncio.sleep(0.3)  # subscribed
             await publisher.publish(layout.EVENTS_CHANNEL, b"\xff\xfe not utf-8")
-            woken = asyncio.Event()
-            broker._watchers["job-1"] = {woken}
-            await asyncio.sleep(0.2)
-            woken.clear()
-            await publisher.publish(layout.EVENTS_CHANNEL, "job-1")
-            await asyncio.wait_for(woken.wait(), 3)  # still listening
+            with broker._changes.watching("job-1") as woken:
+                await asyncio.sleep(0.2)
+                woken.clear()
+                await publisher.publish(layout.EVENTS_CHANNEL, "job-1")
+                await asyncio.wait_for(woken.wait(), 3)  # still listening
             assert not any(task.done() for task in broker._background)
             assert broker.loops.snapshot()["job events subscription"]["ok"] is True
             await publisher.aclose()
