@@ -26,6 +26,9 @@ from ._progress import JobBar, ProgressDisplay, ProgressLines
 from ._state import JobState
 from ._sync import Client, Job
 
+WEBHOOK_EVENTS = ("start", "progress", "output", "completed")
+"""The events a webhook can receive (the service's own list; the client does not import the server side)."""
+
 EXIT_FINISHED = 0
 EXIT_JOB_FAILED = 1
 EXIT_USAGE = 2
@@ -66,6 +69,26 @@ def add_call_command(commands: argparse._SubParsersAction[argparse.ArgumentParse
     )
     call.add_argument("--json", action="store_true", help="print exactly the result as JSON")
     call.add_argument("--api-key", default=None, metavar="KEY", help="the service's API key (default: $FTAPI_API_KEY)")
+    call.add_argument(
+        "--idempotency-key",
+        default=None,
+        metavar="KEY",
+        help="the submit's Idempotency-Key (default: a new random one): the same KEY again gives the same job",
+    )
+    call.add_argument(
+        "--webhook",
+        default=None,
+        metavar="URL",
+        help="have the service POST the job's events to URL (the parameters then go as JSON, files inline)",
+    )
+    call.add_argument(
+        "--webhook-event",
+        action="append",
+        default=None,
+        choices=WEBHOOK_EVENTS,
+        dest="webhook_events",
+        help="an event --webhook receives (repeat for several; default: completed)",
+    )
     call.set_defaults(handler=run_call)
 
 
@@ -79,7 +102,18 @@ def run_call(args: argparse.Namespace) -> int:
     with client:
         try:
             # no `Prefer: wait`: the progress shows from the start, and Ctrl-C knows which job to cancel
-            job = client.submit_params(path, params, as_form=True)
+            if args.webhook is None and args.webhook_events is not None:
+                raise UsageError("--webhook-event needs --webhook")
+            job = client.submit_params(
+                path,
+                params if args.webhook is None else json_params(params),
+                as_form=args.webhook is None,  # the webhook envelope is JSON
+                idempotency_key=args.idempotency_key,
+                webhook=args.webhook,
+                webhook_events=args.webhook_events,
+            )
+        except UsageError as exc:
+            return _fail(str(exc), EXIT_USAGE)
         except (ClientError, OSError) as exc:
             return _fail(str(exc), EXIT_USAGE)
         except KeyboardInterrupt:
@@ -175,6 +209,24 @@ def parse_params(params: list[str], files: list[str]) -> dict[str, Any]:
             raise UsageError(f"{key!r} is given both as -p and as -f")
         values.setdefault(key, []).append(path)
     return {key: items[0] if len(items) == 1 else items for key, items in values.items()}
+
+
+def json_params(params: dict[str, Any]) -> dict[str, Any]:
+    """Form values as they go in a JSON body: a value written as a JSON object or array is sent as one (a
+    model, a dict, a list), every other text as text, which the service reads as it reads a form field."""
+    return {
+        key: [_json_value(item) for item in value] if isinstance(value, list) else _json_value(value)
+        for key, value in params.items()
+    }
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, str) and value.lstrip().startswith(("{", "[")):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
 
 
 def save_files(value: Any, out_dir: Path, saved: list[Path]) -> Any:

@@ -23,6 +23,7 @@ import pytest
 from fasttask import FastTaskAPI, JobProgress, MediaFile
 from tests.support.apps import Probe, make_app
 from tests.support.client_app import PNG, Recorder, client_app
+from tests.support.receiver import Receiver
 from tests.support.servers import LiveServer, free_port
 
 StartServer = Callable[[FastTaskAPI], LiveServer]
@@ -281,3 +282,39 @@ def test_a_submit_whose_answer_was_lost_is_sent_again_with_its_key(probe: Probe,
     first, second = recorder.submits()
     assert first["idempotency-key"] == second["idempotency-key"]
     assert recorder.hidden_jobs[0] in run.stderr  # the job the lost answer was about is the one it followed
+
+
+def test_webhook_and_idempotency_key_options(live_server: StartServer, probe: Probe, tmp_path: Path) -> None:
+    receiver = Receiver()
+    try:
+        server = live_server(make_app(probe, allow_private_urls=True))
+        (tmp_path / "cat.png").write_bytes(PNG)
+        options = ("--webhook", receiver.url, "--webhook-event", "start", "--webhook-event", "completed")
+        params = ("-p", "fries_name=curly", "-p", "amount=3", "--json")  # text, read as the form reads it
+        run = fasttask_call(server.url, "/make_fries", *params, *options, cwd=tmp_path)
+        assert run.returncode == 0, run.stderr
+        assert json.loads(run.stdout) == "3 x curly"
+        events = {item.event["type"]: item.event for item in receiver.wait_for(2)}
+        assert set(events) == {"job.start", "job.completed"}
+        assert events["job.completed"]["data"]["result"] == "3 x curly"
+        run = fasttask_call(
+            server.url, "/shape", "-p", 'point={"x": 2}', "-p", 'tags=["a"]', "--json", *options[:2], cwd=tmp_path
+        )
+        assert run.returncode == 0, run.stderr
+        assert json.loads(run.stdout) == {"x": 2.0, "y": 0.0, "tags": ["a"]}  # JSON text: a model, a list
+
+        first = fasttask_call(server.url, "/make_fries", *params, "--idempotency-key", "order-7", cwd=tmp_path)
+        again = fasttask_call(server.url, "/make_fries", *params, "--idempotency-key", "order-7", cwd=tmp_path)
+        assert first.returncode == again.returncode == 0, first.stderr + again.stderr
+        job_line = first.stderr.splitlines()[0]
+        assert again.stderr.splitlines()[0] == job_line, "the same key: the same job"
+        other = fasttask_call(
+            server.url, "/make_fries", "-p", "fries_name=x", "--idempotency-key", "order-7", cwd=tmp_path
+        )
+        assert other.returncode == 2, other.stderr
+        assert "422" in other.stderr and "with other parameters" in other.stderr
+
+        lone = fasttask_call(server.url, "/make_fries", "--webhook-event", "start", cwd=tmp_path)
+        assert lone.returncode == 2 and "--webhook-event needs --webhook" in lone.stderr
+    finally:
+        receiver.close()
