@@ -21,7 +21,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response
 
 from .._version import __version__
-from .openapi_schemas import RESPONSES, SCHEMAS, SECURITY, SECURITY_SCHEMES, errors, ref
+from .openapi_schemas import RESPONSES, SCHEMAS, SECURITY, SECURITY_SCHEMES, WEBHOOK_CALLBACK, errors, ref
 from .routes import Route, RouteTable
 
 if TYPE_CHECKING:
@@ -83,7 +83,13 @@ def _document_task(operation: dict[str, Any], schemas: dict[str, Any], task: Tas
         content = {"application/json": {"schema": ref(model)}}
     operation["tags"] = ["tasks"]
     if method in ("POST", "PUT", "PATCH"):
-        operation["requestBody"] = {"required": bool(params.get("required")), "content": content}
+        operation["requestBody"] = {
+            "description": "The task's parameters; or, as JSON, a `WebhookSubmit` holding them, to have the job's "
+            "events POSTed to a URL",
+            "required": bool(params.get("required")),
+            "content": content,
+        }
+        operation["callbacks"] = copy.deepcopy(WEBHOOK_CALLBACK)
     else:  # parameters come in the query string
         operation["parameters"] = [
             {"name": name, "in": "query", "required": name in params.get("required", []), "schema": prop}

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..webhooks import EVENTS as WEBHOOK_EVENTS
+
 STATUSES = ["queued", "running", "finished", "failed", "cancelled", "timeout"]
 LEGACY_STATUSES = ["Queued", "Processing", "Finished", "Failed", "Timeout", "Cancelled"]
 APIPOD_STATUSES = ["queued", "processing", "finished", "failed", "timeout", "cancelled"]
@@ -58,6 +60,34 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             *("id", "job_id", "endpoint", "status", "progress", "message", "result", "error"),
             *("created_at", "started_at", "finished_at", "links", "refresh_job_url", "endpoint_protocol"),
         ],
+    },
+    "WebhookSubmit": {
+        "title": "WebhookSubmit",
+        "description": "A submit whose job's events are POSTed to `webhook` (the envelope Cog and runpod clients "
+        "send); a JSON body, files inline as base64.",
+        "type": "object",
+        "properties": {
+            "input": {"type": "object", "description": "the task's parameters, as its JSON body takes them"},
+            "webhook": {"type": "string", "format": "uri", "description": "an http(s) URL on a public address"},
+            "webhook_events_filter": {
+                "type": "array",
+                "items": {"type": "string", "enum": list(WEBHOOK_EVENTS)},
+                "default": ["completed"],
+            },
+        },
+        "required": ["input", "webhook"],
+    },
+    "WebhookEvent": {
+        "title": "WebhookEvent",
+        "description": "What a webhook receives, signed per Standard Webhooks (`webhook-id`, `webhook-timestamp`, "
+        "`webhook-signature`); `data` is the job, with `outputs` for `job.output`.",
+        "type": "object",
+        "properties": {
+            "type": {"type": "string", "enum": [f"job.{event}" for event in WEBHOOK_EVENTS]},
+            "timestamp": _TIME,
+            "data": ref("Job"),
+        },
+        "required": ["type", "timestamp", "data"],
     },
     "JobError": {
         "title": "JobError",
@@ -238,3 +268,29 @@ SECURITY_SCHEMES = {
     "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key", "description": "FTAPI_API_KEY as X-API-Key"},
 }
 SECURITY: list[dict[str, list[str]]] = [{"bearer": []}, {"apiKey": []}]
+
+
+WEBHOOK_CALLBACK: dict[str, Any] = {
+    "webhook": {
+        "{$request.body#/webhook}": {
+            "post": {
+                "summary": "A job's event, when the submit was a WebhookSubmit",
+                "parameters": [
+                    {"name": name, "in": "header", "required": required, "schema": {"type": "string"}}
+                    for name, required in (
+                        ("webhook-id", True),
+                        ("webhook-timestamp", True),
+                        ("webhook-signature", False),  # with FTAPI_WEBHOOK_SECRET only
+                    )
+                ],
+                "requestBody": {"required": True, "content": {"application/json": {"schema": ref("WebhookEvent")}}},
+                "responses": {
+                    "2XX": {"description": "delivered"},
+                    "410": {"description": "stop sending this job's events"},
+                    "default": {"description": "retried on FTAPI_WEBHOOK_RETRY_S's schedule"},
+                },
+            }
+        }
+    }
+}
+"""The requests a task's submit with a webhook leads to (OpenAPI's `callbacks`)."""

@@ -9,6 +9,7 @@ from html.parser import HTMLParser
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from jsonschema import Draft202012Validator
@@ -20,6 +21,7 @@ from tests.support import ROOT
 from tests.support.apps import make_app
 from tests.support.browser import CHROMEDRIVER, CHROMIUM, cell, click, read, wait
 from tests.support.jobs import final, submit
+from tests.support.receiver import Receiver
 from tests.support.servers import LiveServer
 
 EXAMPLES = sorted(path.stem for path in (ROOT / "examples").glob("*.py"))
@@ -145,6 +147,53 @@ def test_the_schemas_match_what_the_service_answers(
     check(client.post(f"/jobs/{job['id']}/cancel").json(), "Error")
     check(client.post("/make_fries", json={}).json(), "InvalidParameters")
     check(client.post("/thumbnail", json={"image": "not base64 at all!"}).json(), "InvalidParameters")
+
+
+def test_the_webhook_envelope_and_its_deliveries_are_documented(
+    live_server: Callable[[FastTaskAPI], LiveServer],
+) -> None:
+    server = live_server(make_app(allow_private_urls=True))
+    spec = httpx.get(f"{server.url}/openapi.json").json()
+    fries = spec["paths"]["/make_fries"]["post"]
+    assert "WebhookSubmit" in fries["requestBody"]["description"]
+    callback = fries["callbacks"]["webhook"]["{$request.body#/webhook}"]["post"]
+    assert {param["name"] for param in callback["parameters"]} == {
+        "webhook-id",
+        "webhook-timestamp",
+        "webhook-signature",
+    }
+    assert callback["requestBody"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/WebhookEvent"
+    }
+
+    def check(payload: Any, name: str) -> None:
+        schema = {"$ref": f"#/components/schemas/{name}", "components": spec["components"]}
+        errors = [error.message for error in Draft202012Validator(schema).iter_errors(payload)]
+        assert not errors, (name, payload, errors)
+
+    receiver = Receiver()
+    try:
+        envelope = {
+            "input": {"fries_name": "hooked"},
+            "webhook": receiver.url,
+            "webhook_events_filter": ["start", "completed"],
+        }
+        check(envelope, "WebhookSubmit")
+        answer = httpx.post(f"{server.url}/make_fries", json=envelope)
+        assert answer.status_code == 202, answer.text
+        received = receiver.wait_for(2)
+        for delivery in received:  # what the service sends is what its document says
+            check(delivery.event, "WebhookEvent")
+            assert {"webhook-id", "webhook-timestamp"} <= set(delivery.headers)
+        assert sorted(delivery.event["type"] for delivery in received) == ["job.completed", "job.start"]
+    finally:
+        receiver.close()
+    bad = {"input": {}, "webhook": "https://example.com/h", "webhook_events_filter": ["ended"]}
+    assert list(
+        Draft202012Validator(
+            {"$ref": "#/components/schemas/WebhookSubmit", "components": spec["components"]}
+        ).iter_errors(bad)
+    ), "an unknown event is outside the schema"
 
 
 def test_the_api_key_is_declared_for_swaggers_authorize_button(client_for: Callable[[FastTaskAPI], TestClient]) -> None:
