@@ -23,6 +23,7 @@ from ..tasks import TaskDef
 from ..webhook_loops import MemoryStore, WebhookService
 from ..webhooks import WebhookSpec, initial_state
 from .base import Broker, JobEvent, ResultFile
+from .expiry import Expiries
 from .local_job import LocalJob
 from .local_keys import KeyTable
 from .local_views import LocalViews, RecentCounts
@@ -67,6 +68,7 @@ class LocalBroker(Broker):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ready = False
         self._keys = KeyTable()
+        self._expiries = Expiries(self._purge)
 
     # -- lifecycle ---------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -83,11 +85,13 @@ class LocalBroker(Broker):
         await self.webhooks.close()
         self._slots.close()
         for job in list(self._jobs.values()):
-            job.stop.set()
+            if job.stop is not None:
+                job.stop.set()
             if job.runner is not None:
                 job.runner.cancel()
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
+        self._expiries.close()
         for job_id in list(self._jobs):
             self._purge(job_id)
 
@@ -152,7 +156,7 @@ class LocalBroker(Broker):
 
     async def result_file(self, job_id: str, index: int) -> ResultFile:
         job = self._job(job_id)
-        if not 0 <= index < len(job.files):
+        if job.files is None or not 0 <= index < len(job.files):
             raise JobNotFound(f"{job_id}/files/{index}")
         media = job.files[index]
         return ResultFile(media.file_name, media.content_type, media.size, media.iter_range)
@@ -234,7 +238,7 @@ class LocalBroker(Broker):
             for job in jobs:
                 if job.held:
                     self._release(job)
-                job.run = job.call_job = job.throttle = None  # they refer back to the job: let it go
+                job.returned()
             # The slot frees only when the code really stopped: a cancelled sync task keeps its thread.
             self._slots.release()
 
@@ -252,7 +256,8 @@ class LocalBroker(Broker):
                 self._stop(job, JobStatus.TIMEOUT, {"type": "TimeoutError", "message": message})
 
     def _stop(self, job: LocalJob, status: JobStatus, error: dict[str, str] | None) -> None:
-        job.stop.set()
+        if job.stop is not None:
+            job.stop.set()
         if job.record.status is JobStatus.RUNNING:  # its slot stays taken until the code returns
             job.stopping = True
             self._running_count[job.task.path] -= 1
@@ -279,17 +284,17 @@ class LocalBroker(Broker):
             self._metrics.stats(record.endpoint).ended(status, ran_s)
         if job_log.isEnabledFor(logging.INFO):
             log_job(record, status.value, ran_s)
-        close_files(job.params.values(), keep=job.files)
+        close_files(job.params.values(), keep=job.files or ())
         job.params = {}
         job.ended()
-        self._running_loop().call_later(job.task.result_ttl_s, self._purge, record.id)
+        self._expiries.add(self._running_loop(), job.task.result_ttl_s, record.id)
 
     def _purge(self, job_id: str) -> None:
         job = self._jobs.pop(job_id, None)
         self._keys.forget_job(job_id)
         if job is not None:
             close_files(job.params.values())
-            close_files(job.files)
+            close_files(job.files or ())
 
     def _set_webhook_state(self, job_id: str, state: dict[str, Any]) -> None:
         job = self._jobs.get(job_id)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from ..batching import BatchRun
@@ -17,19 +17,27 @@ from ..tasks import TaskDef
 from .base import JobEvent
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class LocalJob:
+    """A job's state while it waits, runs, and after it ended until it is purged.
+
+    Everything a job needs only while it runs, or only when someone follows it, is made when needed and let go
+    after: a finished job is kept in memory for `result_ttl_s`, so at a few thousand jobs a second what each
+    one keeps is what the garbage collector walks through again and again.
+    """
+
     record: JobRecord
     task: TaskDef
     params: dict[str, Any]
     seq: int
     queued_at: float  # see `slots.Waiting`
-    stop: threading.Event = field(default_factory=threading.Event)
-    outputs: list[Any] = field(default_factory=list)
-    files: list[MediaFile] = field(default_factory=list)
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
-    done: asyncio.Event = field(default_factory=asyncio.Event)
-    waiters: list[asyncio.Future[None]] = field(default_factory=list)
+    stop: threading.Event | None = None
+    """Set to stop its call: made with the call, dropped once the call returned."""
+    outputs: list[Any] | None = None
+    files: list[MediaFile] | None = None
+    changed: asyncio.Event | None = None
+    """Set at the job's next change: made by a stream that waits for one."""
+    waiters: list[asyncio.Future[None]] | None = None
     """`wait` calls, woken when the job ends (a bare future each: cheaper than wait_for's task)."""
     runner: asyncio.Task[None] | None = None
     run: BatchRun | None = None
@@ -46,30 +54,38 @@ class LocalJob:
 
     def notify(self) -> None:
         """Wake the streams following the job: something of it changed."""
-        self.changed.set()
-        self.changed = asyncio.Event()
+        if self.changed is not None:
+            self.changed.set()
+            self.changed = None
 
     async def wait(self, loop: asyncio.AbstractEventLoop, timeout_s: float) -> JobRecord:
         """The record once the job ended or `timeout_s` passed, whichever comes first."""
         if not self.record.status.is_final and timeout_s > 0:
             waiter: asyncio.Future[None] = loop.create_future()
+            if self.waiters is None:
+                self.waiters = []
             self.waiters.append(waiter)
             timer = loop.call_later(timeout_s, _wake, waiter)
             try:
                 await waiter
             finally:
                 timer.cancel()
-                if not self.record.status.is_final:
+                if not self.record.status.is_final and self.waiters is not None:
                     self.waiters.remove(waiter)
         return self.record
 
     def ended(self) -> None:
         """The record is final: wake everyone who waits on it."""
-        self.done.set()
-        for waiter in self.waiters:
-            _wake(waiter)
-        self.waiters.clear()
+        if self.waiters is not None:
+            for waiter in self.waiters:
+                _wake(waiter)
+            self.waiters = None
         self.notify()
+
+    def returned(self) -> None:
+        """Its code returned: let go of what only the run needed (they refer back to the job, too)."""
+        self.run = self.call_job = self.throttle = self.runner = None
+        self.stop = None
 
     def prepare_call(self, loop: asyncio.AbstractEventLoop) -> CallJob:
         """The job as its call sees it: progress coalesced onto the loop, outputs and files kept with the job."""
@@ -80,6 +96,8 @@ class LocalJob:
                 self.notify()
 
         def store_file(media: MediaFile) -> dict[str, Any]:
+            if self.files is None:
+                self.files = []
             self.files.append(media)
             url = f"/jobs/{self.record.id}/files/{len(self.files) - 1}"
             return {"file_name": media.file_name, "content_type": media.content_type, "size": media.size, "url": url}
@@ -91,10 +109,13 @@ class LocalJob:
 
         def on_output(value: Any) -> None:  # on the loop, in order, before the call's end
             if self.record.status is JobStatus.RUNNING:
+                if self.outputs is None:
+                    self.outputs = []
                 self.outputs.append(value)
                 self.notify()
 
         report = self.throttle.report if self.throttle is not None else None
+        self.stop = threading.Event()
         self.call_job = CallJob(self.record.id, self.params, report, on_output, store_file, self.stop)
         return self.call_job
 
@@ -102,10 +123,13 @@ class LocalJob:
         """The job's outputs after the first `sent_outputs`, its changes of state, then its end."""
         last: tuple[Any, ...] | None = None
         while True:
+            if self.changed is None:
+                self.changed = asyncio.Event()
             changed = self.changed
-            while sent_outputs < len(self.outputs):
+            outputs = self.outputs or ()
+            while sent_outputs < len(outputs):
                 sent_outputs += 1
-                yield JobEvent("output", self.outputs[sent_outputs - 1], sent_outputs)
+                yield JobEvent("output", outputs[sent_outputs - 1], sent_outputs)
             record = self.record
             if record.status.is_final:
                 yield JobEvent("end", record.to_json(), sent_outputs)
