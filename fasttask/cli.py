@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 
 from ._version import __version__
-from .app import FastTaskAPI
+from .app import FastTaskAPI, settle_garbage_collector
 from .client.cli import add_call_command
 from .errors import ConfigError, MissingExtra
 from .logs import configure_worker_logging
@@ -49,6 +49,7 @@ def serve(args: argparse.Namespace) -> int:
 
     app = load_app(args.app)
     app.asgi  # noqa: B018 - built now, so that what cannot work stops the process here, not every request
+    settle_garbage_collector()
     host = args.host or app.settings.host
     port = args.port or app.settings.port
     # FTAPI_LOG_FORMAT=json: uvicorn's lines as JSON too, and a line per request (its access log)
@@ -71,6 +72,7 @@ def work(args: argparse.Namespace) -> int:
     except ModuleNotFoundError as exc:
         raise ConfigError("fasttask worker needs `pip install fasttask[redis]`") from exc
     configure_worker_logging(app.settings, args.log_level)
+    settle_garbage_collector()
     endpoints = [path.strip() for path in args.endpoints.split(",") if path.strip()] if args.endpoints else None
     metrics = None
     loops = LoopHealth()
