@@ -23,6 +23,7 @@ from ..tasks import TaskDef
 from ..webhook_loops import MemoryStore, WebhookService
 from ..webhooks import WebhookSpec, initial_state
 from .base import Broker, JobEvent, ResultFile
+from .deadlines import Deadlines
 from .expiry import Expiries
 from .local_job import LocalJob
 from .local_keys import KeyTable
@@ -69,6 +70,7 @@ class LocalBroker(Broker):
         self._ready = False
         self._keys = KeyTable()
         self._expiries = Expiries(self._purge)
+        self._deadlines: Deadlines | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -92,6 +94,8 @@ class LocalBroker(Broker):
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
         self._expiries.close()
+        if self._deadlines is not None:
+            self._deadlines.close()
         for job_id in list(self._jobs):
             self._purge(job_id)
 
@@ -139,7 +143,10 @@ class LocalBroker(Broker):
         return self._job(job_id).record
 
     async def wait(self, job_id: str, timeout_s: float) -> JobRecord:
-        return await self._job(job_id).wait(self._running_loop(), timeout_s)
+        job = self._job(job_id)
+        if self._deadlines is None:
+            self._deadlines = Deadlines(self._running_loop())
+        return await job.wait(self._deadlines, timeout_s)
 
     async def cancel(self, job_id: str) -> JobRecord:
         job = self._job(job_id)

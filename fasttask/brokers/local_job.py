@@ -15,6 +15,7 @@ from ..progress import ProgressThrottle
 from ..runner import CallJob
 from ..tasks import TaskDef
 from .base import JobEvent
+from .deadlines import Deadlines
 
 
 @dataclass(eq=False, slots=True)
@@ -58,18 +59,18 @@ class LocalJob:
             self.changed.set()
             self.changed = None
 
-    async def wait(self, loop: asyncio.AbstractEventLoop, timeout_s: float) -> JobRecord:
+    async def wait(self, deadlines: Deadlines, timeout_s: float) -> JobRecord:
         """The record once the job ended or `timeout_s` passed, whichever comes first."""
         if not self.record.status.is_final and timeout_s > 0:
-            waiter: asyncio.Future[None] = loop.create_future()
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             if self.waiters is None:
                 self.waiters = []
             self.waiters.append(waiter)
-            timer = loop.call_later(timeout_s, _wake, waiter)
+            token = deadlines.add(waiter, timeout_s)
             try:
                 await waiter
             finally:
-                timer.cancel()
+                deadlines.discard(waiter, token)
                 if not self.record.status.is_final and self.waiters is not None:
                     self.waiters.remove(waiter)
         return self.record
