@@ -75,6 +75,7 @@ class LocalBroker(Broker):
     # -- lifecycle ---------------------------------------------------------------------------------
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self._deadlines = Deadlines(self._loop)  # bound to this loop: a restarted broker makes new ones
         # A fixed pool: threads are made as needed up to the limit and reused, never one per job.
         self._executor = ThreadPoolExecutor(self._concurrency, thread_name_prefix="fasttask-job")
         if self._setup is not None:
@@ -96,6 +97,7 @@ class LocalBroker(Broker):
         self._expiries.close()
         if self._deadlines is not None:
             self._deadlines.close()
+            self._deadlines = None
         for job_id in list(self._jobs):
             self._purge(job_id)
 
@@ -145,7 +147,7 @@ class LocalBroker(Broker):
     async def wait(self, job_id: str, timeout_s: float) -> JobRecord:
         job = self._job(job_id)
         if self._deadlines is None:
-            self._deadlines = Deadlines(self._running_loop())
+            raise RuntimeError("the broker was not started")
         return await job.wait(self._deadlines, timeout_s)
 
     async def cancel(self, job_id: str) -> JobRecord:

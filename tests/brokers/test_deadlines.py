@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import time
 
+from fasttask import FastTaskAPI
 from fasttask.brokers.deadlines import GRANULARITY_S, Deadlines
+from fasttask.brokers.local import LocalBroker
+from fasttask.jobs import JobStatus
 
 
 def test_a_wait_ends_at_its_deadline_never_before() -> None:
@@ -73,3 +76,27 @@ def test_a_wait_added_after_the_timer_fired_is_woken_too() -> None:
         deadlines.close()
 
     asyncio.run(main())
+
+
+def test_a_broker_started_again_on_a_new_loop_still_waits() -> None:
+    """An app served twice (two TestClients, two `asyncio.run`s): its waits use the new loop, not the old one."""
+    app = FastTaskAPI(title="twice")
+
+    @app.task_endpoint("/slow")
+    def slow() -> str:
+        time.sleep(0.05)  # still running when the wait begins: the wait needs its deadline
+        return "ok"
+
+    broker = LocalBroker(app.tasks, app.settings)
+
+    async def session() -> None:
+        await broker.start()
+        try:
+            record = await broker.submit(app.tasks["/slow"], {})
+            assert (await broker.wait(record.id, 0.01)).status is not JobStatus.FINISHED  # its deadline came
+            assert (await broker.wait(record.id, 10)).status is JobStatus.FINISHED
+        finally:
+            await broker.close()
+
+    asyncio.run(session())
+    asyncio.run(session())
