@@ -19,11 +19,11 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor
 
 from .errors import JobCancelled
 from .runner import Call, CallJob, run_call, run_call_here
 from .tasks import Batch, TaskDef
+from .threads import JobThreads
 
 Decided = Callable[[list[CallJob]], None]
 """Receives the jobs a call decided: each one's `result` or `error` (possibly a stop) is its outcome."""
@@ -97,12 +97,12 @@ class BatchRun:
             return []
         return call.jobs
 
-    async def run(self, executor: Executor | None, decided: Decided) -> None:
+    async def run(self, threads: JobThreads | None, decided: Decided) -> None:
         """Run every call from the event loop; raises `asyncio.CancelledError` only when the host's own task
         was cancelled (a stop that interrupts async code ends just that call's jobs)."""
         while (call := self._next(decided)) is not None:
             try:
-                await run_call(call, executor)
+                await run_call(call, threads)
             except asyncio.CancelledError:
                 if not call.stop.is_set():
                     raise

@@ -4,9 +4,9 @@ A host (the embedded queue, the runpod handler; the Redis worker) hands the runn
 jobs the call runs, each a `CallJob` with its own id, parameters, stop flag, progress target, output sink
 and result-file store, and, once the call is over, its own `result` or `error`. The runner
 
-- calls the task: `def` functions and generators on a thread of the host's executor, `async def` functions
-  and async generators on the running event loop (`run_call`), or all in the calling thread
-  (`run_call_here`, for a host whose own thread is the job's);
+- calls the task: `def` functions and generators on one of the host's threads (`threads.JobThreads`),
+  `async def` functions and async generators on the running event loop (`run_call`), or all in the calling
+  thread (`run_call_here`, for a host whose own thread is the job's);
 - hands each yield of a generator, made JSON-ready, to the job's output sink: with `run_call` always on the
   event loop, in order, and before the call's end is seen, so a job's last outputs reach its stream;
 - turns the result into JSON (`results.to_json_value`), each file through the job's store callback;
@@ -40,7 +40,6 @@ import asyncio
 import threading
 import traceback
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,6 +48,7 @@ from .logs import log_job_error
 from .progress import JobProgress, ProgressReporter
 from .results import FileStore, to_json_value
 from .tasks import TaskDef, TaskKind
+from .threads import JobThreads
 
 OutputSink = Callable[[Any], None]
 """Receives each JSON-ready yield of a generator task as it happens."""
@@ -224,7 +224,7 @@ class Call:
                 log_job_error(job.job_id, self.task.path, job.error, job.retrying)
 
 
-async def run_call(call: Call, executor: Executor | None) -> None:
+async def run_call(call: Call, threads: JobThreads | None) -> None:
     """Run the call to its end, from the event loop: each job's `result` or `error` then holds its outcome.
 
     Raises `asyncio.CancelledError` when async code was interrupted by its stop, or the host's own task was
@@ -240,7 +240,10 @@ async def run_call(call: Call, executor: Executor | None) -> None:
                 call._running = None
         else:
             loop = asyncio.get_running_loop()
-            await loop.run_in_executor(executor, _call_sync, call, loop)
+            if threads is None:
+                await loop.run_in_executor(None, _call_sync, call, loop)
+            else:
+                await threads.run(_call_sync, call, loop)
     except Exception as exc:
         call._fail(exc)
     call._log_failures()
@@ -279,8 +282,8 @@ def _call_sync(call: Call, loop: asyncio.AbstractEventLoop | None) -> None:
             if loop is None:
                 job.on_output(value)
             else:
-                # The loop runs these in order, and the call's end (the executor future's result,
-                # scheduled the same way once the task returns) only after them.
+                # The loop runs these in order, and the call's end (handed back the same way once the task
+                # returns, see `threads.JobThreads`) only after them.
                 loop.call_soon_threadsafe(job.on_output, value)
         job.result = outputs
         return

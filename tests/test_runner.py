@@ -8,7 +8,6 @@ import logging
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -18,6 +17,7 @@ from fasttask.errors import JobCancelled
 from fasttask.progress import ProgressThrottle
 from fasttask.runner import Call, CallJob, error_info, run_call, run_call_here
 from fasttask.tasks import TaskDef
+from fasttask.threads import JobThreads
 
 
 class Seen:
@@ -52,8 +52,11 @@ def run_on_loop(call: Call, before: Callable[[asyncio.AbstractEventLoop], None] 
     async def main() -> None:
         if before is not None:
             before(asyncio.get_running_loop())
-        with ThreadPoolExecutor(2) as executor:
-            await run_call(call, executor)
+        threads = JobThreads(2, "test-job")
+        try:
+            await run_call(call, threads)
+        finally:
+            threads.shutdown()
 
     asyncio.run(main())
 
@@ -80,7 +83,7 @@ async def acounting(n: int) -> AsyncIterator[dict[str, int]]:
         yield {"i": i}
 
 
-def test_a_def_task_runs_on_the_executor_and_its_result_is_json() -> None:
+def test_a_def_task_runs_on_one_of_the_threads_and_its_result_is_json() -> None:
     call, seen = one_job(TaskDef("/plain", plain), n=3)
     run_on_loop(call)
     job = call.jobs[0]

@@ -6,7 +6,6 @@ import asyncio
 import logging
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ..batching import BatchRun
@@ -20,6 +19,7 @@ from ..metrics import JobMetrics
 from ..runner import CallJob, error_info
 from ..settings import Settings
 from ..tasks import TaskDef
+from ..threads import JobThreads
 from ..webhook_loops import MemoryStore, WebhookService
 from ..webhooks import WebhookSpec, initial_state
 from .base import Broker, JobEvent, ResultFile
@@ -60,7 +60,7 @@ class LocalBroker(Broker):
                 metrics.stats(path).batched()  # the series exists from the start
         self._running_count: Counter[str] = Counter()
         self._stopping_count: Counter[str] = Counter()
-        self._executor: ThreadPoolExecutor | None = None
+        self._threads: JobThreads | None = None
         self.loops = LoopHealth()  # the webhook loops; jobs are purged by timers, not by a loop
         self.webhooks = WebhookService(MemoryStore(self._set_webhook_state), self, settings, self.loops, metrics)
         # the views hold these very containers, so they must be changed in place, never rebound
@@ -77,7 +77,7 @@ class LocalBroker(Broker):
         self._loop = asyncio.get_running_loop()
         self._deadlines = Deadlines(self._loop)  # bound to this loop: a restarted broker makes new ones
         # A fixed pool: threads are made as needed up to the limit and reused, never one per job.
-        self._executor = ThreadPoolExecutor(self._concurrency, thread_name_prefix="fasttask-job")
+        self._threads = JobThreads(self._concurrency, "fasttask-job")
         if self._setup is not None:
             await self._setup()
         self.webhooks.start()
@@ -92,8 +92,8 @@ class LocalBroker(Broker):
                 job.stop.set()
             if job.runner is not None:
                 job.runner.cancel()
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
+        if self._threads is not None:
+            self._threads.shutdown()
         self._expiries.close()
         if self._deadlines is not None:
             self._deadlines.close()
@@ -232,7 +232,7 @@ class LocalBroker(Broker):
                 attempts += 1
                 run.may_retry = attempts <= task.retries
                 try:
-                    await run.run(self._executor, decided)
+                    await run.run(self._threads, decided)
                 except asyncio.CancelledError:
                     return  # the broker closes
                 if not retry:

@@ -22,7 +22,6 @@ import time
 import traceback
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
@@ -33,6 +32,7 @@ from ..files import close_files, iter_files
 from ..logs import configure_worker_logging
 from ..runner import GENERATOR_KINDS, Call, CallJob, run_call
 from ..tasks import TaskDef, validation_errors
+from ..threads import JobThreads
 from .files import ResultFiles, result_store
 from .progress import ProgressSender
 from .sdk import runpod_sdk
@@ -80,7 +80,7 @@ class RunpodWorker:
         self.concurrency = app.settings.concurrency or 1
         self.store = result_store(app.settings)
         self.max_file_bytes = int(app.settings.max_file_mb * _MB)
-        self._executor = ThreadPoolExecutor(self.concurrency, thread_name_prefix="fasttask-runpod")
+        self._threads = JobThreads(self.concurrency, "fasttask-runpod")
         self._last_sweep = -math.inf
 
     def config(self) -> dict[str, Any]:
@@ -98,7 +98,7 @@ class RunpodWorker:
         return self.concurrency
 
     def close(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._threads.shutdown()
 
     # -- the handlers ---------------------------------------------------------------------------------
     async def handle(self, job: dict[str, Any]) -> Any:
@@ -145,7 +145,7 @@ class RunpodWorker:
             wake.set()
 
         call = Call(task, [CallJob(job_id, params, progress_sender.report, push, files.keep)])
-        running = asyncio.ensure_future(run_call(call, self._executor))
+        running = asyncio.ensure_future(run_call(call, self._threads))
         running.add_done_callback(lambda _: wake.set())
         # at the timeout async code is cancelled outright; threads stop at their next set_status or yield
         call.arm_timeout(asyncio.get_running_loop(), lambda _: wake.set())
