@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 from collections import deque
 from collections.abc import Callable
+
+logger = logging.getLogger("fasttask")
 
 PURGES_PER_TURN = 1000
 """Jobs purged in one turn of the event loop at most; more due at once are purged in the next turns."""
@@ -51,8 +54,12 @@ class Expiries:
         now, budget = loop.time(), PURGES_PER_TURN
         for fifo in self._fifos.values():
             while fifo and fifo[0][0] <= now and budget > 0:
-                self._purge(fifo.popleft()[1])
+                job_id = fifo.popleft()[1]
                 budget -= 1
+                try:
+                    self._purge(job_id)
+                except Exception:  # one job that cannot be let go must not stop the purging of the others
+                    logger.exception("purging job %s failed", job_id)
         heads = [fifo[0][0] for fifo in self._fifos.values() if fifo]
         if heads:
             self._arm(loop, now if budget == 0 else min(heads))

@@ -12,6 +12,8 @@ import gc
 from collections import Counter
 from collections.abc import Iterator
 
+import pytest
+
 from fasttask import FastTaskAPI, JobProgress
 from fasttask.brokers.expiry import PURGES_PER_TURN, Expiries
 from fasttask.brokers.local import LocalBroker
@@ -112,6 +114,28 @@ def test_expiries_purge_in_order_with_one_timer_for_several_ttls() -> None:
         assert purged == ["early", "late-1", "late-2"], "closed: nothing more is purged"
 
     asyncio.run(main())
+
+
+def test_a_purge_that_fails_stops_neither_the_others_nor_later_ones(caplog: pytest.LogCaptureFixture) -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        purged: list[str] = []
+
+        def purge(job_id: str) -> None:
+            if job_id == "broken":
+                raise OSError("a result file would not close")
+            purged.append(job_id)
+
+        expiries = Expiries(purge)
+        for job_id in ("first", "broken", "after"):
+            expiries.add(loop, 0.01, job_id)
+        await asyncio.sleep(0.1)
+        expiries.add(loop, 0.01, "later")
+        await asyncio.sleep(0.1)
+        assert purged == ["first", "after", "later"]
+
+    asyncio.run(main())
+    assert "purging job broken failed" in caplog.text
 
 
 def test_a_burst_of_expiries_is_purged_over_several_turns() -> None:
