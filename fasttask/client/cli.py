@@ -20,14 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from ..jobs import JobStatus
+from ..webhooks import EVENTS as WEBHOOK_EVENTS
 from ._errors import ClientError, ConnectionFailed, JobFailed
 from ._files import RemoteFile, safe_file_name
 from ._progress import JobBar, ProgressDisplay, ProgressLines
 from ._state import JobState
 from ._sync import Client, Job
-
-WEBHOOK_EVENTS = ("start", "progress", "output", "completed")
-"""The events a webhook can receive (the service's own list; the client does not import the server side)."""
 
 EXIT_FINISHED = 0
 EXIT_JOB_FAILED = 1
